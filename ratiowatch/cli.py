@@ -1,0 +1,62 @@
+"""The ``ratiowatch`` command. Each sub-command is one module in ``ratiowatch/commands/`` with
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> exit code``; this file only
+discovers and dispatches them.
+
+Exit codes: 0 ok; 1 a run that found a problem (e.g. chaos saw a loss); 2 bad input (config,
+arguments); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from ratiowatch import __version__
+from ratiowatch.errors import ConfigError
+
+__all__ = ["main", "build_parser"]
+
+
+def _commands() -> list:
+    import ratiowatch.commands as pkg
+
+    mods = [importlib.import_module(f"{pkg.__name__}.{m.name}") for m in pkgutil.iter_modules(pkg.__path__)
+            if not m.name.startswith("_")]
+    return sorted((m for m in mods if hasattr(m, "NAME")), key=lambda m: m.NAME)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    parser = argparse.ArgumentParser(prog="ratiowatch", description=__doc__.split("\n")[0].strip("`"))
+    parser.add_argument("--version", action="version", version=f"ratiowatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    handlers = {}
+    for mod in _commands():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        mod.add_arguments(p)
+        handlers[mod.NAME] = mod.run
+    return parser, handlers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(handlers[args.command](args) or 0)
+    except ConfigError as e:
+        print(f"ratiowatch: config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""The scenario file: loading, strict validation, and the frozen objects the engine runs on.
+
+Unknown keys are errors, defaults are filled before validation, and cross-references are checked
+(a scenario that notifies a channel nobody defined fails at load). Every error names the file,
+the place (scenario id, key) and the problem, and the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from ratiowatch.errors import ConfigError
+
+__all__ = [
+    "SeriesSpec", "Rule", "Scenario", "Channel", "Settings", "Config",
+    "load_config", "parse_config", "default_config_path", "parse_series", "interpolate_env",
+]
+
+_SYMBOL = r"[A-Za-z0-9_.^=:]+"
+_SERIES_RE = re.compile(rf"^\s*({_SYMBOL})\s*(?:([/-])\s*({_SYMBOL}))?\s*$")
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    """A series: ``A/B`` (ratio), ``A-B`` (spread) or ``A`` (level of one symbol)."""
+
+    kind: str  # "ratio" | "spread" | "level"
+    legs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        if self.kind == "ratio":
+            return f"{self.legs[0]}/{self.legs[1]}"
+        if self.kind == "spread":
+            return f"{self.legs[0]}-{self.legs[1]}"
+        return self.legs[0]
+
+    def value(self, prices: dict[str, float]) -> float:
+        """The series value from one price per leg."""
+        if self.kind == "ratio":
+            return prices[self.legs[0]] / prices[self.legs[1]]
+        if self.kind == "spread":
+            return prices[self.legs[0]] - prices[self.legs[1]]
+        return prices[self.legs[0]]
+
+    def change(self, value: float, past: float) -> float:
+        """The lookback metric: relative for ratios and levels, a difference for spreads
+        (a spread can cross zero, where a relative change means nothing)."""
+        return value - past if self.kind == "spread" else value / past - 1.0
+
+
+def parse_series(text: str) -> SeriesSpec:
+    """``"IWM/SPY"`` -> ratio, ``"DGS10-DGS2"`` -> spread, ``"DXY"`` -> level. Raises ValueError."""
+    if not isinstance(text, str):
+        raise ValueError(f"series must be a string like IWM/SPY, DGS10-DGS2 or DXY, got {text!r}")
+    m = _SERIES_RE.match(text)
+    if not m:
+        raise ValueError(f"series {text!r} is not A/B (ratio), A-B (spread) or A (level)")
+    a, op, b = m.group(1).upper(), m.group(2), m.group(3)
+    if op is None:
+        return SeriesSpec("level", (a,))
+    b = b.upper()
+    if a == b:
+        raise ValueError(f"series {text!r} uses the same symbol twice")
+    return SeriesSpec("ratio" if op == "/" else "spread", (a, b))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One threshold rule on one series: the scenario's trigger, or a confirmation.
+
+    ``direction`` "up" fires when the metric crosses up through ``threshold`` (``above:``) and
+    re-arms once it falls below ``rearm``; "down" is the mirror image (``below:``).
+    ``lookback`` None means a level rule: the metric is the series value itself.
+    """
+
+    name: str  # "trigger" or the confirmation label
+    series: SeriesSpec
+    lookback: int | None
+    direction: str  # "up" | "down"
+    threshold: float
+    rearm: float
+
+    def describe(self) -> str:
+        """The rule in words, e.g. 'IWM/SPY 63-session change >= +10.00%'."""
+        op = ">=" if self.direction == "up" else "<="
+        if self.lookback is None:
+            return f"{self.series.name} {op} {self.threshold:g}"
+        if self.series.kind == "spread":
+            return f"{self.series.name} {self.lookback}-session change {op} {self.threshold:+g}"
+        return f"{self.series.name} {self.lookback}-session change {op} {self.threshold * 100:+.2f}%"
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    id: str
+    title: str
+    description: str
+    trigger: Rule
+    confirmations: tuple[Rule, ...]
+    windows: tuple[int, ...]
+    notify: tuple[str, ...]
+    notify_resolved: bool
+    group_window_s: float
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return (self.trigger, *self.confirmations)
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        return frozenset(leg for r in self.rules for leg in r.series.legs)
+
+    @property
+    def max_lookback(self) -> int:
+        return max([r.lookback or 0 for r in self.rules] + list(self.windows) + [0])
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A named notification target: an apprise URL (secrets come from ${ENV} interpolation)."""
+
+    name: str
+    url: str = field(repr=False)  # may carry secrets: never printed as is
+    rate_limit_per_min: int | None = None
+    quiet_hours: tuple[str, str] | None = None  # ("22:00", "07:00") in the channel's timezone
+    timezone: str = "America/New_York"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    session_timezone: str = "America/New_York"
+    allowed_lateness_s: float = 300.0
+    grace_ms: float = 50.0
+    partitions: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: str
+    scenarios: tuple[Scenario, ...]
+    channels: dict[str, Channel]
+    settings: Settings
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        return frozenset().union(*(s.symbols for s in self.scenarios)) if self.scenarios else frozenset()
+
+    def scenario(self, scenario_id: str) -> Scenario:
+        for s in self.scenarios:
+            if s.id == scenario_id:
+                return s
+        raise KeyError(scenario_id)
+
+
+def default_config_path() -> str:
+    """The scenario file shipped with the product (configs/scenarios.yaml)."""
+    return str(resources.files("ratiowatch.configs").joinpath("scenarios.yaml"))
+
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate_env(text: str, env: dict[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) with the environment's value. Raises KeyError
+    naming the variable when it is unset and has no default."""
+    env = os.environ if env is None else env
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        raise KeyError(name)
+
+    return _ENV_RE.sub(sub, text)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None,
+                known_symbols: Iterable[str] | None = None) -> Config:
+    """Load and validate a scenario file (default: the shipped one).
+
+    ``known_symbols``: when given (e.g. the symbols a history folder has data for), a series that
+    names any other symbol is an error.
+    """
+    path = str(path) if path is not None else default_config_path()
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(path, "", "file not found")
+    if not p.is_file():
+        raise ConfigError(path, "", "not a file")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(path, where, f"not valid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "not UTF-8 text") from None
+    return parse_config(raw, path, env=env, known_symbols=known_symbols)
+
+
+class _Keys:
+    """Strict reading of one mapping: every key must be read or it is an error."""
+
+    def __init__(self, file: str, where: str, raw: Any, allowed: set[str]) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(file, where, f"must be a mapping, got {type(raw).__name__}")
+        unknown = sorted(str(k) for k in raw if k not in allowed)
+        if unknown:
+            raise ConfigError(file, where, f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        self.file, self.where, self.raw = file, where, raw
+
+    def err(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, f"{self.where}.{key}" if self.where else key, problem)
+
+    def number(self, key: str, default: Any = ..., *, minimum: float | None = None) -> Any:
+        if key not in self.raw or self.raw[key] is None:
+            if default is ...:
+                raise self.err(key, "is required")
+            return default
+        v = self.raw[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise self.err(key, f"must be a finite number, got {v!r}")
+        if minimum is not None and v < minimum:
+            raise self.err(key, f"must be >= {minimum:g}, got {v!r}")
+        return float(v)
+
+    def integer(self, key: str, default: Any = ..., *, minimum: int = 1) -> Any:
+        if key not in self.raw or self.raw[key] is None:
+            if default is ...:
+                raise self.err(key, "is required")
+            return default
+        v = self.raw[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.err(key, f"must be a whole number, got {v!r}")
+        if v < minimum:
+            raise self.err(key, f"must be >= {minimum}, got {v}")
+        return v
+
+    def string(self, key: str, default: Any = ...) -> Any:
+        if key not in self.raw or self.raw[key] is None:
+            if default is ...:
+                raise self.err(key, "is required")
+            return default
+        v = self.raw[key]
+        if not isinstance(v, str) or not v.strip():
+            raise self.err(key, f"must be a non-empty string, got {v!r}")
+        return v
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self.raw.get(key, default)
+        if not isinstance(v, bool):
+            raise self.err(key, f"must be true or false, got {v!r}")
+        return v
+
+
+_RULE_KEYS = {"series", "lookback", "above", "below", "rearm"}
+
+
+def _parse_rule(k: _Keys, name: str) -> Rule:
+    try:
+        series = parse_series(k.string("series"))
+    except ValueError as e:
+        raise k.err("series", str(e)) from None
+    lookback = k.integer("lookback", None, minimum=1)
+    has_above, has_below = k.raw.get("above") is not None, k.raw.get("below") is not None
+    if has_above and has_below:
+        raise ConfigError(k.file, k.where, "has both 'above' and 'below': a rule fires in one direction; "
+                          "write two rules for a band")
+    if not (has_above or has_below):
+        raise ConfigError(k.file, k.where, "needs a threshold: 'above: X' or 'below: X'")
+    direction = "up" if has_above else "down"
+    threshold = k.number("above" if has_above else "below")
+    rearm = k.number("rearm", threshold)
+    if direction == "up" and rearm > threshold:
+        raise k.err("rearm", f"must be <= the threshold {threshold:g} for an 'above' rule, got {rearm:g}")
+    if direction == "down" and rearm < threshold:
+        raise k.err("rearm", f"must be >= the threshold {threshold:g} for a 'below' rule, got {rearm:g}")
+    return Rule(name, series, lookback, direction, threshold, rearm)
+
+
+def _parse_settings(file: str, raw: Any) -> Settings:
+    if raw is None:
+        return Settings()
+    k = _Keys(file, "settings", raw, {"session_timezone", "allowed_lateness_s", "grace_ms", "partitions"})
+    tz = k.string("session_timezone", Settings.session_timezone)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise k.err("session_timezone", f"unknown time zone {tz!r} (e.g. America/New_York, UTC)") from None
+    return Settings(
+        session_timezone=tz,
+        allowed_lateness_s=k.number("allowed_lateness_s", Settings.allowed_lateness_s, minimum=0),
+        grace_ms=k.number("grace_ms", Settings.grace_ms, minimum=0),
+        partitions=k.integer("partitions", Settings.partitions, minimum=1),
+    )
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _parse_channel(file: str, name: str, raw: Any, env: dict[str, str] | None) -> Channel:
+    where = f"channels.{name}"
+    if isinstance(raw, str):
+        raw = {"url": raw}
+    k = _Keys(file, where, raw, {"url", "rate_limit_per_min", "quiet_hours", "timezone"})
+    url_t = k.string("url")
+    try:
+        url = interpolate_env(url_t, env)
+    except KeyError as e:
+        raise k.err("url", f"environment variable {e.args[0]} is not set (set it, or write ${{{e.args[0]}:-default}})") from None
+    if url != "console" and "://" not in url:
+        raise k.err("url", "must be an apprise URL (scheme://...) or 'console'")
+    rate = k.integer("rate_limit_per_min", None, minimum=1)
+    quiet = None
+    if raw.get("quiet_hours") is not None:
+        q = raw["quiet_hours"]
+        parts = q.split("-") if isinstance(q, str) else []
+        if len(parts) != 2 or not all(_HHMM.match(p.strip()) for p in parts):
+            raise k.err("quiet_hours", f"must look like '22:00-07:00', got {q!r}")
+        quiet = (parts[0].strip(), parts[1].strip())
+    tz = k.string("timezone", Channel.timezone)
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise k.err("timezone", f"unknown time zone {tz!r}") from None
+    return Channel(name, url, rate, quiet, tz)
+
+
+def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None = None,
+                 known_symbols: Iterable[str] | None = None) -> Config:
+    """Validate an already-parsed YAML document. See :func:`load_config`."""
+    if raw is None:
+        raise ConfigError(file, "", "file is empty: it needs a 'scenarios:' list")
+    top = _Keys(file, "", raw, {"scenarios", "channels", "settings"})
+    settings = _parse_settings(file, raw.get("settings"))
+
+    channels: dict[str, Channel] = {"console": Channel("console", "console")}
+    raw_channels = raw.get("channels") or {}
+    if not isinstance(raw_channels, dict):
+        raise top.err("channels", "must be a mapping of name: apprise URL")
+    for name, spec in raw_channels.items():
+        if not isinstance(name, str) or not _ID_RE.match(name):
+            raise top.err("channels", f"channel name {name!r} must be lowercase letters, digits, '-', '_' or '.'")
+        channels[name] = _parse_channel(file, name, spec, env)
+
+    scen_raw = raw.get("scenarios")
+    if not isinstance(scen_raw, list) or not scen_raw:
+        raise top.err("scenarios", "must be a non-empty list of scenarios")
+    scenarios: list[Scenario] = []
+    seen: set[str] = set()
+    known = {s.upper() for s in known_symbols} if known_symbols is not None else None
+    for i, s in enumerate(scen_raw):
+        sid = s.get("id") if isinstance(s, dict) else None
+        where = f"scenarios[{i}]" + (f" (id {sid})" if isinstance(sid, str) else "")
+        k = _Keys(file, where, s, {"id", "title", "description", "trigger", "confirmations", "windows",
+                                   "notify", "notify_resolved", "group_window_s"})
+        sid = k.string("id")
+        if not _ID_RE.match(sid):
+            raise k.err("id", f"{sid!r} must be lowercase letters, digits, '-', '_' or '.' (at most 64)")
+        if sid in seen:
+            raise k.err("id", f"duplicate scenario id {sid!r}")
+        seen.add(sid)
+        where = f"scenario {sid}"
+        k = _Keys(file, where, s, set(k.raw))  # re-key the location by id for the messages below
+        trigger = _parse_rule(_Keys(file, f"{where}.trigger", s.get("trigger"), _RULE_KEYS), "trigger")
+        confs: list[Rule] = []
+        labels: set[str] = set()
+        craw = s.get("confirmations") or []
+        if not isinstance(craw, list):
+            raise k.err("confirmations", "must be a list")
+        for j, c in enumerate(craw):
+            ck = _Keys(file, f"{where}.confirmations[{j}]", c, _RULE_KEYS | {"label"})
+            label = ck.string("label")
+            if label in labels or label == "trigger":
+                raise ck.err("label", f"{label!r} is used twice in this scenario (or is the reserved 'trigger')")
+            labels.add(label)
+            confs.append(_parse_rule(ck, label))
+        wraw = s.get("windows", [21, 63, 126, 252])
+        if not isinstance(wraw, list) or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in wraw):
+            raise k.err("windows", f"must be a list of whole numbers >= 1, got {wraw!r}")
+        notify = s.get("notify", ["console"])
+        if not isinstance(notify, list) or not all(isinstance(n, str) for n in notify):
+            raise k.err("notify", f"must be a list of channel names, got {notify!r}")
+        for n in notify:
+            if n not in channels:
+                raise k.err("notify", f"names channel {n!r}, which is not defined under 'channels' "
+                            f"(defined: {', '.join(sorted(channels))})")
+        sc = Scenario(
+            id=sid,
+            title=k.string("title", sid),
+            description=k.string("description", ""),
+            trigger=trigger,
+            confirmations=tuple(confs),
+            windows=tuple(sorted(set(wraw))),
+            notify=tuple(notify),
+            notify_resolved=k.boolean("notify_resolved", False),
+            group_window_s=k.number("group_window_s", 0.0, minimum=0),
+        )
+        if known is not None:
+            for r in sc.rules:
+                missing = [leg for leg in r.series.legs if leg not in known]
+                if missing:
+                    rw = "trigger" if r.name == "trigger" else f"confirmation {r.name!r}"
+                    raise ConfigError(file, f"{where}.{rw}.series",
+                                      f"{r.series.name} names symbol {missing[0]} with no data "
+                                      f"(have: {', '.join(sorted(known))})")
+        scenarios.append(sc)
+    return Config(file, tuple(scenarios), channels, settings)

@@ -1,0 +1,55 @@
+"""Every Kafka topic ratiowatch uses, in one place, with its partitioning and retention.
+
+The embedded broker refuses CreateTopics, so this list is what it is created from (faust's
+changelog topics included); on real Kafka, ``ratiowatch topics --create`` or faust itself
+declares them with the settings below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["APP_ID", "TopicSpec", "TICKS", "TICKS_DLQ", "SHARD_TICKS", "EVENTS", "DELIVERIES",
+           "NOTIFICATIONS_DLQ", "STATE_TABLE", "SENT_TABLE", "changelog", "all_topics"]
+
+APP_ID = "ratiowatch"
+
+TICKS = "ticks"                     # key: symbol (one tick) or source id (a batch); value: tick JSON or array
+TICKS_DLQ = "ticks.dlq"             # rejected ticks and feed messages, each with its reason
+SHARD_TICKS = "ratiowatch-ticks-by-shard"  # ticks re-keyed to the shard that owns the scenarios using them
+EVENTS = "events"                   # key: scenario id; value: event JSON (schemas/event.v1.json)
+DELIVERIES = "deliveries"           # one record per notification attempt and outcome
+NOTIFICATIONS_DLQ = "notifications.dlq"  # notifications that exhausted their retries
+
+STATE_TABLE = "scenario-state"      # scenario id -> its series, closes, armed flags, applied offset
+SENT_TABLE = "notifications-sent"   # (event_id, channel) -> delivery record, written after success
+
+
+def changelog(table: str) -> str:
+    """faust's changelog topic name for ``table``."""
+    return f"{APP_ID}-{table}-changelog"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+    retention_ms: int | None = None  # None: the cluster default
+    doc: str = ""
+
+
+def all_topics(partitions: int = 8) -> list[TopicSpec]:
+    """The topic list for ``partitions`` engine partitions."""
+    week = 7 * 24 * 3600 * 1000
+    return [
+        TopicSpec(TICKS, partitions, retention_ms=24 * 3600 * 1000, doc="ticks in, keyed by symbol or source"),
+        TopicSpec(TICKS_DLQ, 1, retention_ms=4 * week, doc="rejected ticks with reasons"),
+        TopicSpec(SHARD_TICKS, partitions, retention_ms=24 * 3600 * 1000,
+                  doc="repartition: ticks routed to the shard owning the scenarios that use them"),
+        TopicSpec(EVENTS, partitions, retention_ms=52 * week, doc="crossing events, the downstream contract"),
+        TopicSpec(DELIVERIES, 1, retention_ms=4 * week, doc="notification attempts and outcomes (audit)"),
+        TopicSpec(NOTIFICATIONS_DLQ, 1, retention_ms=4 * week, doc="notifications that exhausted retries"),
+        TopicSpec(changelog(STATE_TABLE), partitions, compacted=True, doc="scenario state changelog"),
+        TopicSpec(changelog(SENT_TABLE), partitions, compacted=True, doc="delivered (event, channel) pairs"),
+    ]
