@@ -21,7 +21,7 @@ import yaml
 from ratiowatch.errors import ConfigError
 
 __all__ = [
-    "SeriesSpec", "Rule", "Scenario", "Channel", "Settings", "Config",
+    "SeriesSpec", "Rule", "Scenario", "Channel", "CHANNEL_FORMATS", "Settings", "Config",
     "load_config", "parse_config", "default_config_path", "parse_series", "interpolate_env",
 ]
 
@@ -135,6 +135,12 @@ class Channel:
     rate_limit_per_min: int | None = None
     quiet_hours: tuple[str, str] | None = None  # ("22:00", "07:00") in the channel's timezone
     timezone: str = "America/New_York"
+    # How messages are rendered: "auto" picks by URL scheme (mailto -> email, slack/mmost -> slack,
+    # ntfy/pushover/... -> push, json/form/xml -> json, console -> text); see docs/notifications.md.
+    format: str = "auto"
+
+
+CHANNEL_FORMATS = ("auto", "slack", "email", "push", "text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +167,9 @@ class Config:
             if s.id == scenario_id:
                 return s
         raise KeyError(scenario_id)
+
+
+_DEFAULTS = Settings()  # class attributes of a slots dataclass are descriptors, not the defaults
 
 
 def default_config_path() -> str:
@@ -295,16 +304,16 @@ def _parse_settings(file: str, raw: Any) -> Settings:
     if raw is None:
         return Settings()
     k = _Keys(file, "settings", raw, {"session_timezone", "allowed_lateness_s", "grace_ms", "partitions"})
-    tz = k.string("session_timezone", Settings.session_timezone)
+    tz = k.string("session_timezone", _DEFAULTS.session_timezone)
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise k.err("session_timezone", f"unknown time zone {tz!r} (e.g. America/New_York, UTC)") from None
     return Settings(
         session_timezone=tz,
-        allowed_lateness_s=k.number("allowed_lateness_s", Settings.allowed_lateness_s, minimum=0),
-        grace_ms=k.number("grace_ms", Settings.grace_ms, minimum=0),
-        partitions=k.integer("partitions", Settings.partitions, minimum=1),
+        allowed_lateness_s=k.number("allowed_lateness_s", _DEFAULTS.allowed_lateness_s, minimum=0),
+        grace_ms=k.number("grace_ms", _DEFAULTS.grace_ms, minimum=0),
+        partitions=k.integer("partitions", _DEFAULTS.partitions, minimum=1),
     )
 
 
@@ -315,7 +324,7 @@ def _parse_channel(file: str, name: str, raw: Any, env: dict[str, str] | None) -
     where = f"channels.{name}"
     if isinstance(raw, str):
         raw = {"url": raw}
-    k = _Keys(file, where, raw, {"url", "rate_limit_per_min", "quiet_hours", "timezone"})
+    k = _Keys(file, where, raw, {"url", "rate_limit_per_min", "quiet_hours", "timezone", "format"})
     url_t = k.string("url")
     try:
         url = interpolate_env(url_t, env)
@@ -331,12 +340,17 @@ def _parse_channel(file: str, name: str, raw: Any, env: dict[str, str] | None) -
         if len(parts) != 2 or not all(_HHMM.match(p.strip()) for p in parts):
             raise k.err("quiet_hours", f"must look like '22:00-07:00', got {q!r}")
         quiet = (parts[0].strip(), parts[1].strip())
-    tz = k.string("timezone", Channel.timezone)
+        if quiet[0] == quiet[1]:
+            raise k.err("quiet_hours", f"start and end are both {quiet[0]}: give a window like '22:00-07:00'")
+    tz = k.string("timezone", "America/New_York")
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
         raise k.err("timezone", f"unknown time zone {tz!r}") from None
-    return Channel(name, url, rate, quiet, tz)
+    fmt = k.string("format", "auto")
+    if fmt not in CHANNEL_FORMATS:
+        raise k.err("format", f"must be one of {', '.join(CHANNEL_FORMATS)}, got {fmt!r}")
+    return Channel(name, url, rate, quiet, tz, fmt)
 
 
 def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None = None,

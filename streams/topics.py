@@ -25,9 +25,9 @@ STATE_TABLE = "scenario-state"      # scenario id -> its series, closes, armed f
 SENT_TABLE = "notifications-sent"   # (event_id, channel) -> delivery record, written after success
 
 
-def changelog(table: str) -> str:
+def changelog(table: str, app_id: str = APP_ID) -> str:
     """faust's changelog topic name for ``table``."""
-    return f"{APP_ID}-{table}-changelog"
+    return f"{app_id}-{table}-changelog"
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ class TopicSpec:
     doc: str = ""
 
 
-def all_topics(partitions: int = 8) -> list[TopicSpec]:
-    """The topic list for ``partitions`` engine partitions."""
+def all_topics(partitions: int = 8, app_id: str = APP_ID) -> list[TopicSpec]:
+    """The topic list for ``partitions`` engine partitions (changelog names depend on the app id)."""
     week = 7 * 24 * 3600 * 1000
     return [
         TopicSpec(TICKS, partitions, retention_ms=24 * 3600 * 1000, doc="ticks in, keyed by symbol or source"),
@@ -50,6 +50,6 @@ def all_topics(partitions: int = 8) -> list[TopicSpec]:
         TopicSpec(EVENTS, partitions, retention_ms=52 * week, doc="crossing events, the downstream contract"),
         TopicSpec(DELIVERIES, 1, retention_ms=4 * week, doc="notification attempts and outcomes (audit)"),
         TopicSpec(NOTIFICATIONS_DLQ, 1, retention_ms=4 * week, doc="notifications that exhausted retries"),
-        TopicSpec(changelog(STATE_TABLE), partitions, compacted=True, doc="scenario state changelog"),
-        TopicSpec(changelog(SENT_TABLE), partitions, compacted=True, doc="delivered (event, channel) pairs"),
+        TopicSpec(changelog(STATE_TABLE, app_id), partitions, compacted=True, doc="scenario state changelog"),
+        TopicSpec(changelog(SENT_TABLE, app_id), partitions, compacted=True, doc="delivered (event, channel) pairs"),
     ]

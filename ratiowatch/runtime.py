@@ -1,0 +1,83 @@
+"""Wiring for one ratiowatch process: broker (embedded or external), faust app, agents, sources.
+
+Commands (run, replay, bench, chaos) and tests build a :class:`Runtime` and run it inside their
+own event loop; nothing here parses arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import faust
+
+from ratiowatch.agents.pipeline import Pipeline
+from ratiowatch.config import Config
+from ratiowatch.streams import topics as T
+from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exist
+from ratiowatch.streams.broker import EmbeddedBroker
+
+__all__ = ["Runtime", "running"]
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """One worker: ``broker_url`` None starts an embedded broker in this process."""
+
+    def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
+                 app_id: str = T.APP_ID, on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
+                 on_status: Callable[[dict[str, Any]], None] | None = None, datadir: str | None = None,
+                 app_settings: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.partitions = partitions or config.settings.partitions
+        self.embedded: EmbeddedBroker | None = None
+        if broker_url is None:
+            self.embedded = EmbeddedBroker()
+            broker_url = self.embedded.url
+        self.broker_url = broker_url
+        self.bootstrap = broker_url.removeprefix("kafka://")
+        self.app_id = app_id
+        if self.embedded is not None:
+            ensure_topics(self.embedded, self.partitions, app_id)
+        else:
+            ensure_topics_exist(self.bootstrap, self.partitions, app_id)
+        self.app: faust.App = create_app(broker_url, partitions=self.partitions, app_id=app_id, datadir=datadir,
+                                         **(app_settings or {}))
+        self.pipeline = Pipeline(self.app, config, shards=self.partitions, on_event=on_event, on_status=on_status)
+
+    async def start(self) -> None:
+        await self.app.start()
+        # faust starts agents before partitions are assigned; wait until this worker owns its shards.
+        await self.wait_assigned()
+
+    async def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Until this worker owns shard partitions and has recovered their state."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            consumer = self.app.consumer
+            if consumer is not None and consumer.assignment() and not self.app.rebalancing \
+                    and self.app.tables.recovery.completed.is_set():
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the worker got no partitions within {timeout:g}s: is {self.bootstrap} reachable?")
+
+    async def stop(self) -> None:
+        try:
+            await self.app.stop()
+        finally:
+            if self.embedded is not None:
+                self.embedded.stop()
+                self.embedded = None
+
+
+@asynccontextmanager
+async def running(runtime: Runtime) -> AsyncIterator[Runtime]:
+    await runtime.start()
+    try:
+        yield runtime
+    finally:
+        await runtime.stop()
