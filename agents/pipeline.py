@@ -80,7 +80,7 @@ class Pipeline:
     def __init__(self, app: faust.App, config: Config, *, shards: int, batch: int = 10_000,
                  on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
                  on_status: Callable[[dict[str, Any]], None] | None = None,
-                 status_interval_s: float = 0.25) -> None:
+                 status_interval_s: float = 0.25, seed: dict[str, ScenarioState] | None = None) -> None:
         self.app = app
         self.config = config
         self.shards = shards
@@ -91,6 +91,7 @@ class Pipeline:
         self.known = self.map.symbols
         self.on_event = on_event
         self.on_status = on_status
+        self.seed = seed or {}  # warm-start states, used for scenarios the table has no state for
         self.counters: Counter[str] = Counter()
         self._owned: dict[int, _Shard] = {}
         self._dirty_status: set[tuple[int, str]] = set()
@@ -154,6 +155,9 @@ class Pipeline:
                 d = self._get(sc.id.encode())
                 if d:
                     sh.states[sc.id] = ScenarioState.from_dict(d, e.keep)
+                elif sc.id in self.seed:
+                    sh.states[sc.id] = ScenarioState.from_dict(self.seed[sc.id].to_dict(), e.keep)
+                    sh.last_written[sc.id] = -REWRITE_AFTER_BYTES - 1  # persist it with the next write
             self._owned[n] = sh
         return sh
 
@@ -207,7 +211,7 @@ class Pipeline:
             events, changed = sh.engine.apply(sh.states, ts, ticks)
             out.extend(events)
             touched |= changed
-            self.counters["ticks_applied"] += len(ticks)
+            self.counters["shard_ticks_applied"] += len(ticks)
             if ts > sh.watermark:
                 sh.watermark = ts
         for ev in out:

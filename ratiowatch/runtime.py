@@ -30,7 +30,7 @@ class Runtime:
     def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
                  app_id: str = T.APP_ID, on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
                  on_status: Callable[[dict[str, Any]], None] | None = None, datadir: str | None = None,
-                 app_settings: dict[str, Any] | None = None) -> None:
+                 app_settings: dict[str, Any] | None = None, seed: dict[str, Any] | None = None) -> None:
         self.config = config
         self.partitions = partitions or config.settings.partitions
         self.embedded: EmbeddedBroker | None = None
@@ -46,7 +46,8 @@ class Runtime:
             ensure_topics_exist(self.bootstrap, self.partitions, app_id)
         self.app: faust.App = create_app(broker_url, partitions=self.partitions, app_id=app_id, datadir=datadir,
                                          **(app_settings or {}))
-        self.pipeline = Pipeline(self.app, config, shards=self.partitions, on_event=on_event, on_status=on_status)
+        self.pipeline = Pipeline(self.app, config, shards=self.partitions, on_event=on_event, on_status=on_status,
+                                 seed=seed)
 
     async def start(self) -> None:
         await self.app.start()

@@ -1,9 +1,10 @@
 """A simulated market for the embedded default: correlated random walks with regime shifts.
 
 Time is compressed: each step is one intraday print and ``steps_per_session`` steps make a
-trading session, so a 63-session lookback fills within seconds. The first regime is a
-small-cap rally, so the shipped IWM/SPY scenario crosses within the first minute; later regimes
-are drawn at random (rallies, slumps, dollar and curve moves). Deterministic for a given seed.
+trading session, so a 63-session lookback fills within seconds. The market chops until the
+lookback windows have filled (a rule's first evaluation only arms it), then small caps rally, so
+the shipped IWM/SPY scenario crosses within the first minute; later regimes are drawn at random
+(rallies, slumps, dollar and curve moves). Deterministic for a given seed.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ class SimMarket:
     """Yields one batch of ticks (every symbol) per step, stamped with simulated event time."""
 
     def __init__(self, symbols: tuple[str, ...] = DEFAULT_SYMBOLS, *, seed: int = 7,
-                 start: date = date(2026, 1, 2), steps_per_session: int = 4, tz: str = "America/New_York") -> None:
+                 start: date = date(2026, 1, 2), steps_per_session: int = 4, tz: str = "America/New_York",
+                 levels: dict[str, float] | None = None) -> None:
+        """``levels``: starting prices (e.g. the last closes of a warm-start history)."""
         unknown = [s for s in symbols if s not in _SPECS]
         self._rng = random.Random(seed)
         self.steps_per_session = steps_per_session
@@ -71,12 +74,19 @@ class SimMarket:
         self._legs = {s: _Leg(*_SPECS.get(s, (100.0, 0.01, 1.0, False))) for s in symbols}
         for s in unknown:  # any other symbol: a generic stock
             self._legs[s] = _Leg(50.0 + self._rng.random() * 100, 0.012, 1.0, False)
-        self._regime = _REGIMES[0]
-        self._regime_left = 90 * steps_per_session
+        for s, level in (levels or {}).items():
+            if s in self._legs:
+                self._legs[s].level = level
+        # (regime, sessions): chop while the windows fill, then the small-cap rally.
+        self._schedule = [(_REGIMES[-1], 70), (_REGIMES[0], 90)]
+        self._regime, self._regime_left = {}, 0
 
     def _next_regime(self) -> None:
-        self._regime = self._rng.choice(_REGIMES)
-        self._regime_left = self._rng.randint(40, 120) * self.steps_per_session
+        if self._schedule:
+            self._regime, sessions = self._schedule.pop(0)
+        else:
+            self._regime, sessions = self._rng.choice(_REGIMES), self._rng.randint(40, 120)
+        self._regime_left = sessions * self.steps_per_session
 
     def _advance_clock(self) -> int:
         """Event time of the current step: intraday prints spread over 09:30-16:00, last at 16:00."""
