@@ -157,6 +157,8 @@ class ScenarioEngine:
             if not all(leg in legs for leg in spec.legs):
                 continue  # a series is defined once every leg has a price
             value = spec.value({leg: legs[leg][1] for leg in spec.legs})
+            if value is None:
+                continue  # undefined (a ratio over a zero leg): the series does not advance
             closes = state.series.get(name)
             if closes is None:
                 closes = state.series[name] = SessionCloses(self.keep)

@@ -12,11 +12,11 @@ import json
 from importlib import resources
 from typing import Any
 
-from ratiowatch.config import Rule, Scenario
+from ratiowatch.config import Config, Rule, Scenario
 
 from .sessions import iso_utc
 
-__all__ = ["SCHEMA_VERSION", "event_id", "build_event", "load_schema"]
+__all__ = ["SCHEMA_VERSION", "event_id", "build_event", "load_schema", "canonical_order"]
 
 SCHEMA_VERSION = 1
 
@@ -66,3 +66,13 @@ def build_event(scenario: Scenario, rule: Rule, kind: str, ts_ms: int, metric: f
 def load_schema() -> dict[str, Any]:
     """The JSON Schema of the events topic."""
     return json.loads(resources.files("ratiowatch.schemas").joinpath("event.v1.json").read_text())
+
+
+def canonical_order(events: list[dict[str, Any]], config: Config) -> list[dict[str, Any]]:
+    """Events in one order whatever path made them (stream partitions interleave): by event time,
+    then scenario order in the config, then rule order (confirmations as listed, then the trigger,
+    which is how the engine judges them)."""
+    scen = {s.id: i for i, s in enumerate(config.scenarios)}
+    rank = {s.id: {r.name: j for j, r in enumerate(s.confirmations + (s.trigger,))} for s in config.scenarios}
+    return sorted(events, key=lambda e: (e["ts_ms"], scen.get(e["scenario"], len(scen)),
+                                         rank.get(e["scenario"], {}).get(e["rule"], 0), e["kind"]))

@@ -121,7 +121,8 @@ class Pipeline:
             now = _now_ms()
             for ev in events:
                 msg = ev.message
-                good, bad = parse_ticks(ev.value, self.known)
+                self.counters["records_in"] += 1
+                good, bad = parse_ticks(ev.value, self.known, self.config.settings.signed_symbols)
                 self.counters["ticks_in"] += len(good) + len(bad)
                 for rej in bad:
                     await self._dead_letter(rej, msg.partition, msg.offset, now)
@@ -130,6 +131,7 @@ class Pipeline:
                     routed.setdefault((msg.partition, n), []).extend(ticks)
                 self.counters["ticks_routed"] += len(good)
             for (p, n), ticks in routed.items():
+                self.counters["shard_copies_sent"] += len(ticks)
                 await self.shard_topic.send(key=b"%d" % n, value=encode_shard_record(p, last_offset[p], ticks),
                                             partition=n)
 
@@ -178,6 +180,7 @@ class Pipeline:
                     for raw in values:
                         p, o, ticks, _ = decode_shard_record(raw)
                         key = str(p)
+                        self.counters["shard_copies_in"] += len(ticks)
                         if o <= sh.applied.get(key, -1):
                             self.counters["duplicates_skipped"] += len(ticks)
                             continue
@@ -192,7 +195,7 @@ class Pipeline:
             if sh.watermark >= 0 and t.ts_ms < sh.watermark - self.lateness_ms:
                 await self._dead_letter(Rejected("late", f"event time {t.ts_ms} is more than "
                                                  f"{self.lateness_ms} ms behind {sh.watermark}",
-                                                 {"symbol": t.symbol, "price": t.price, "ts": t.ts_ms}),
+                                                 {"symbol": t.symbol, "price": t.price, "ts_ms": t.ts_ms}),
                                         None, None, now)
                 continue
             sh.pending.append(t)
@@ -200,7 +203,7 @@ class Pipeline:
     async def _flush(self, sh: _Shard, *, final: bool) -> None:
         """Apply the waiting ticks: every timestamp older than the newest (or all, if ``final``)."""
         if not sh.pending:
-            self._persist(sh, ())
+            await self._persist(sh, ())
             return
         groups = group_by_ts(sh.pending)
         ready = groups if final else groups[:-1]
@@ -221,26 +224,28 @@ class Pipeline:
                 r = self.on_event(ev)
                 if asyncio.iscoroutine(r):
                     await r
-        self._persist(sh, touched)
+        await self._persist(sh, touched)
         if self.on_status is not None:
             self._dirty_status.update((sh.n, sid) for sid in touched)
 
-    def _persist(self, sh: _Shard, touched: Any) -> None:
+    async def _persist(self, sh: _Shard, touched: Any) -> None:
         # The embedded broker keeps only the newest 5 MB of a partition and cannot compact, so a
         # state written long ago would vanish from the changelog: re-write any state whose last
         # copy is older than half that window.
         stale = [sid for sid, at in sh.last_written.items() if sh.written - at > REWRITE_AFTER_BYTES]
         for sid in set(touched).union(stale):
-            sh.written += self._put(sh.n, sid.encode(), sh.states[sid].to_dict())
+            sh.written += await self._put(sh.n, sid.encode(), sh.states[sid].to_dict())
             sh.last_written[sid] = sh.written
-        sh.written += self._put(sh.n, f"{SHARD_KEY_PREFIX}{sh.n}".encode(), sh.to_dict())
+        sh.written += await self._put(sh.n, f"{SHARD_KEY_PREFIX}{sh.n}".encode(), sh.to_dict())
 
-    def _put(self, partition: int, key: bytes, value: dict[str, Any]) -> int:
+    async def _put(self, partition: int, key: bytes, value: dict[str, Any]) -> int:
         # Written with the shard's partition explicitly: the table is co-partitioned with the shard
-        # topic, and this also runs from the grace timer, outside any stream event.
+        # topic, and this also runs from the grace timer, outside any stream event. Sent (awaited)
+        # rather than through the table's synchronous buffer, so a burst of state writes applies
+        # back-pressure here instead of overflowing faust's buffer.
         raw = orjson.dumps(value)
         self.table.data[key] = raw
-        self.table.send_changelog(partition, key, raw)
+        await self.table.changelog_topic.send(key=key, value=raw, partition=partition)
         return len(raw) + len(key)
 
     def _get(self, key: bytes) -> dict[str, Any] | None:
@@ -263,6 +268,11 @@ class Pipeline:
                 self.on_status(sh.engine.engines[sid].status(sh.states[sid]))
 
     # --- queries ------------------------------------------------------------------------------
+
+    def idle(self) -> bool:
+        """Every tick routed so far has been applied (nothing in flight inside the pipeline)."""
+        c = self.counters
+        return c["shard_copies_in"] >= c["shard_copies_sent"] and not any(sh.pending for sh in self._owned.values())
 
     def statuses(self) -> list[dict[str, Any]]:
         """Current status of every scenario this worker owns (for /status and the page)."""

@@ -17,7 +17,7 @@ __all__ = ["seed_states"]
 def seed_states(config: Config, folder: str | Path) -> tuple[dict[str, ScenarioState], dict[str, float], date | None]:
     """Run the pure engine over the history (events are history, not alerts: they are dropped).
     Returns (state per scenario id, last close per symbol, last date)."""
-    history = load_history(folder, config.symbols)
+    history = load_history(folder, config.symbols, config.settings.signed_symbols)
     engine = ShardEngine(config.scenarios, config.settings)
     states: dict[str, ScenarioState] = {}
     last: dict[str, float] = {}

@@ -11,8 +11,8 @@ same events over a whole daily history at once, with no loop over days:
 - Hysteresis: see :func:`_zone`.
 
 Events are built with the streaming path's ``build_event``, so ``--json`` prints exactly the
-records of the ``events`` topic. Order: date, then scenario (config order), then rule
-(confirmations in config order, then the trigger) — see :func:`event_order_key`.
+records of the ``events`` topic, in ``agents.events.canonical_order``: date, then scenario
+(config order), then rule (confirmations in config order, then the trigger).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ratiowatch.config import Config, Rule, Scenario, SeriesSpec
 
 __all__ = [
     "FORWARD_HORIZONS", "Episode", "ScenarioSummary", "BacktestResult",
-    "series_frame", "rule_frame", "run_backtest", "event_order_key", "scenario_chart_png", "format_report",
+    "series_frame", "rule_frame", "run_backtest", "scenario_chart_png", "format_report",
 ]
 
 # Sessions after an event at which traders judge it: ~1 month, 3 months, 6 months, 1 year.
@@ -69,7 +69,7 @@ class ScenarioSummary:
 
 @dataclass(slots=True)
 class BacktestResult:
-    events: list[dict[str, Any]]              # the events-topic records, in event_order_key order
+    events: list[dict[str, Any]]              # the events-topic records, in canonical_order
     table: pl.DataFrame                       # one row per event, with forward returns
     summaries: list[ScenarioSummary]
     metrics: dict[str, pl.DataFrame] = field(repr=False)  # scenario id -> trigger frame (for charts)
@@ -78,7 +78,8 @@ class BacktestResult:
 def _change(spec: SeriesSpec, cur: pl.Expr, past: pl.Expr) -> pl.Expr:
     # A difference for spreads (they cross zero), relative otherwise: the float operations of
     # SeriesSpec.change, so both paths produce the same bits.
-    return cur - past if spec.kind == "spread" else cur / past - 1.0
+    # A relative change from a past value <= 0 is undefined (null), as in SeriesSpec.change.
+    return cur - past if spec.kind == "spread" else pl.when(past > 0).then(cur / past - 1.0)
 
 
 def series_frame(history: pl.DataFrame, spec: SeriesSpec) -> pl.DataFrame:
@@ -93,12 +94,13 @@ def series_frame(history: pl.DataFrame, spec: SeriesSpec) -> pl.DataFrame:
             .drop_nulls(list(spec.legs)))
     a = pl.col(spec.legs[0])
     if spec.kind == "ratio":
-        value = a / pl.col(spec.legs[1])
+        value = pl.when(pl.col(spec.legs[1]) != 0).then(a / pl.col(spec.legs[1]))
     elif spec.kind == "spread":
         value = a - pl.col(spec.legs[1])
     else:
         value = a
-    return wide.select("date", value.alias("value"))
+    # A ratio over a zero leg is undefined: the series does not advance that day (as in the engine).
+    return wide.select("date", value.alias("value")).drop_nulls("value")
 
 
 def _zone(rule: Rule) -> pl.Expr:
@@ -130,19 +132,6 @@ def rule_frame(series: pl.DataFrame, rule: Rule) -> pl.DataFrame:
             .with_columns(_zone(rule).alias("zone"))
             .with_columns(pl.when(z > z.shift(1)).then(pl.lit("fired"))
                           .when(z < z.shift(1)).then(pl.lit("rearmed")).alias("kind")))
-
-
-def event_order_key(cfg: Config):
-    """Sort key for events: (ts_ms, scenario's place in the config, rule's place: confirmations in
-    config order, then the trigger). The streaming engine's order within one timestamp follows tick
-    arrival, so compare it with the backtest after sorting by this key."""
-    scen = {s.id: i for i, s in enumerate(cfg.scenarios)}
-    rules = {s.id: {r.name: j for j, r in enumerate((*s.confirmations, s.trigger))} for s in cfg.scenarios}
-
-    def key(ev: dict[str, Any]) -> tuple[int, int, int]:
-        return ev["ts_ms"], scen[ev["scenario"]], rules[ev["scenario"]][ev["rule"]]
-
-    return key
 
 
 def _met(rule: Rule, m: float | None) -> bool | None:
@@ -327,7 +316,8 @@ def scenario_chart_png(result: BacktestResult, sc: Scenario) -> bytes:
 def _pct(x: float | None, spread: bool) -> str:
     if x is None:
         return "-"
-    return f"{x:+.3f}" if spread else f"{x * 100:+.1f}%"
+    # "+ 0.0" turns a -0.0 left by rounding into +0.0, so a flat median never prints as "-0.0%".
+    return f"{round(x, 3) + 0.0:+.3f}" if spread else f"{round(x * 100, 1) + 0.0:+.1f}%"
 
 
 def format_report(cfg: Config, result: BacktestResult) -> str:

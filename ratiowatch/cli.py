@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose == 0:
+        # faust/mode report routine back-pressure (a timer running past its interval, a full
+        # producer buffer) as warnings; the operator sees real problems without that noise.
+        for name in ("mode.timers", "faust.transport.producer"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(handlers[args.command](args) or 0)
     except ConfigError as e:

@@ -45,18 +45,22 @@ class SeriesSpec:
             return f"{self.legs[0]}-{self.legs[1]}"
         return self.legs[0]
 
-    def value(self, prices: dict[str, float]) -> float:
-        """The series value from one price per leg."""
+    def value(self, prices: dict[str, float]) -> float | None:
+        """The series value from one price per leg; None for a ratio over a zero leg."""
         if self.kind == "ratio":
-            return prices[self.legs[0]] / prices[self.legs[1]]
+            b = prices[self.legs[1]]
+            return prices[self.legs[0]] / b if b != 0 else None
         if self.kind == "spread":
             return prices[self.legs[0]] - prices[self.legs[1]]
         return prices[self.legs[0]]
 
-    def change(self, value: float, past: float) -> float:
+    def change(self, value: float, past: float) -> float | None:
         """The lookback metric: relative for ratios and levels, a difference for spreads
-        (a spread can cross zero, where a relative change means nothing)."""
-        return value - past if self.kind == "spread" else value / past - 1.0
+        (a spread can cross zero, where a relative change means nothing). A relative change from
+        a past value <= 0 (a signed level such as T10Y2Y) is undefined: None."""
+        if self.kind == "spread":
+            return value - past
+        return value / past - 1.0 if past > 0 else None
 
 
 def parse_series(text: str) -> SeriesSpec:
@@ -149,6 +153,9 @@ class Settings:
     allowed_lateness_s: float = 300.0
     grace_ms: float = 50.0
     partitions: int = 8
+    # Symbols whose values may be zero or negative (spreads published as one series, e.g. T10Y2Y).
+    # Every other symbol is a price: a tick <= 0 is rejected as bad input.
+    signed_symbols: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +310,11 @@ def _parse_rule(k: _Keys, name: str) -> Rule:
 def _parse_settings(file: str, raw: Any) -> Settings:
     if raw is None:
         return Settings()
-    k = _Keys(file, "settings", raw, {"session_timezone", "allowed_lateness_s", "grace_ms", "partitions"})
+    k = _Keys(file, "settings", raw, {"session_timezone", "allowed_lateness_s", "grace_ms", "partitions",
+                                      "signed_symbols"})
+    signed = raw.get("signed_symbols") or []
+    if not isinstance(signed, list) or not all(isinstance(s, str) and s.strip() for s in signed):
+        raise k.err("signed_symbols", f"must be a list of symbols, got {signed!r}")
     tz = k.string("session_timezone", _DEFAULTS.session_timezone)
     try:
         ZoneInfo(tz)
@@ -314,6 +325,7 @@ def _parse_settings(file: str, raw: Any) -> Settings:
         allowed_lateness_s=k.number("allowed_lateness_s", _DEFAULTS.allowed_lateness_s, minimum=0),
         grace_ms=k.number("grace_ms", _DEFAULTS.grace_ms, minimum=0),
         partitions=k.integer("partitions", _DEFAULTS.partitions, minimum=1),
+        signed_symbols=frozenset(s.strip().upper() for s in signed),
     )
 
 
@@ -358,6 +370,9 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
     """Validate an already-parsed YAML document. See :func:`load_config`."""
     if raw is None:
         raise ConfigError(file, "", "file is empty: it needs a 'scenarios:' list")
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "top level", f"must be a mapping with 'scenarios:' (and optional 'channels:', "
+                          f"'settings:'), got {type(raw).__name__}")
     top = _Keys(file, "", raw, {"scenarios", "channels", "settings"})
     settings = _parse_settings(file, raw.get("settings"))
 
@@ -389,6 +404,8 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
         seen.add(sid)
         where = f"scenario {sid}"
         k = _Keys(file, where, s, set(k.raw))  # re-key the location by id for the messages below
+        if s.get("trigger") is None:
+            raise k.err("trigger", "is required: the rule that fires the scenario (series and above/below)")
         trigger = _parse_rule(_Keys(file, f"{where}.trigger", s.get("trigger"), _RULE_KEYS), "trigger")
         confs: list[Rule] = []
         labels: set[str] = set()

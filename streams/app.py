@@ -32,12 +32,21 @@ def ensure_topics_exist(bootstrap: str, partitions: int, app_id: str = APP_ID, *
     """On an external cluster, create the topics that are missing, with their retention and
     compaction settings. Returns the names created. A ``ratiowatch broker`` (the mock cluster)
     already has them all, so nothing is asked of it."""
+    from kafka import KafkaConsumer
     from kafka.admin import KafkaAdminClient, NewTopic
 
+    # A plain consumer's metadata tells which topics exist: the admin client's list_topics parses
+    # fields the embedded broker fills differently and fails on it.
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-probe", api_version=(3, 0), **client)
+    try:
+        existing = probe.topics()
+    finally:
+        probe.close()
+    missing = [s for s in all_topics(partitions, app_id) if s.name not in existing]
+    if not missing:
+        return []
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ratiowatch-admin", **client)
     try:
-        existing = set(admin.list_topics())
-        missing = [s for s in all_topics(partitions, app_id) if s.name not in existing]
         if missing:
             configs = []
             for s in missing:

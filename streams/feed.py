@@ -84,8 +84,10 @@ class FeedClient:
     """A resilient websocket feed client. See the module docstring for the flow.
 
     ``on_status`` (sync or async) receives ``{"type": "feed", "state": "connected" | "reconnecting"
-    | "gap", "source": ..., "at_ms": ..., ...}``. ``clock`` returns wall time in seconds (the
-    ``at_ms`` of dead letters and statuses); it is a parameter so tests can pin it.
+    | "gap", "source": ..., "at_ms": ..., ...}``. A gap is reported at the first tick after a lost
+    connection, or after more than ``gap_s`` (default: ``silence_s``) without ticks. ``clock``
+    returns wall time in seconds (the ``at_ms`` of dead letters and statuses, and gap lengths);
+    it is a parameter so tests can pin it.
     """
 
     def __init__(self, url: str, *, fmt: str, symbols: Iterable[str], publish_ticks: PublishTicks,

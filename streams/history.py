@@ -27,9 +27,10 @@ def available_symbols(folder: str | Path) -> set[str]:
     return {f.stem.upper() for f in p.glob("*.csv")}
 
 
-def load_history(folder: str | Path, symbols: Iterable[str]) -> pl.DataFrame:
+def load_history(folder: str | Path, symbols: Iterable[str], signed: Iterable[str] = ()) -> pl.DataFrame:
     """Long frame ``symbol, date, close`` sorted by date then symbol. A file that is malformed
-    fails with its name and the problem."""
+    fails with its name and the problem. ``signed``: symbols whose closes may be <= 0 (T10Y2Y)."""
+    signed = {s.upper() for s in signed}
     frames = []
     for sym in sorted(set(symbols)):
         path = Path(folder) / f"{sym}.csv"
@@ -43,9 +44,10 @@ def load_history(folder: str | Path, symbols: Iterable[str]) -> pl.DataFrame:
             raise ConfigError(str(path), "header", f"must be 'date,close', got {','.join(df.columns)}")
         df = df.select(pl.lit(sym).alias("symbol"), pl.col("date").str.to_date("%Y-%m-%d", strict=False), "close")
         bad = df.filter(pl.col("date").is_null() | pl.col("close").is_null() | ~pl.col("close").is_finite()
-                        | (pl.col("close") <= 0))
+                        | ((pl.col("close") <= 0) & (sym not in signed)))
         if bad.height:
-            raise ConfigError(str(path), "", f"{bad.height} rows with a bad date or a non-positive close")
+            hint = "" if sym in signed else " (a series that may go negative belongs in settings.signed_symbols)"
+            raise ConfigError(str(path), "", f"{bad.height} rows with a bad date or a non-positive close{hint}")
         frames.append(df)
     if not frames:
         return pl.DataFrame(schema={"symbol": pl.Utf8, "date": pl.Date, "close": pl.Float64})

@@ -1,8 +1,9 @@
 """Ticks: the one input shape of the engine, and the parser every source goes through.
 
 A tick is ``{"symbol": "IWM", "price": 277.61, "ts": ...}``. ``ts`` is event time: epoch
-seconds or milliseconds (a number below 1e11 is taken as seconds) or an ISO-8601 string with
-an offset. A record on the ``ticks`` topic holds one tick (keyed by symbol) or a JSON array of
+seconds or milliseconds (a number below 1e11 is taken as seconds, so milliseconds before
+1973-03-03 are ambiguous) or an ISO-8601 string with an offset. ``"ts_ms"`` instead of ``"ts"``
+is unambiguous epoch milliseconds; ratiowatch's own producers write that. A record on the ``ticks`` topic holds one tick (keyed by symbol) or a JSON array of
 ticks (one vendor message, keyed by its source): batches are the production ingest shape.
 
 Parsing is pure. A bad item never stops the good ones next to it: each rejected item comes back
@@ -61,13 +62,17 @@ def parse_ts_ms(ts: Any) -> int:
     return ms
 
 
-def parse_tick_obj(obj: Any, known: frozenset[str] | set[str] | None = None) -> Tick | Rejected:
-    """Validate one decoded tick object."""
+def parse_tick_obj(obj: Any, known: frozenset[str] | set[str] | None = None,
+                   signed: frozenset[str] = frozenset()) -> Tick | Rejected:
+    """Validate one decoded tick object. ``signed``: symbols whose values may be <= 0."""
     if not isinstance(obj, dict):
         return Rejected("not_object", f"a tick must be a JSON object, got {type(obj).__name__}", obj)
-    for f in ("symbol", "price", "ts"):
+    for f in ("symbol", "price"):
         if f not in obj:
             return Rejected("missing_field", f"missing {f!r}", obj)
+    if ("ts" in obj) == ("ts_ms" in obj):
+        return Rejected("missing_field" if "ts" not in obj else "bad_ts",
+                        "needs exactly one of 'ts' and 'ts_ms'", obj)
     sym = obj["symbol"]
     if not isinstance(sym, str) or not sym or len(sym) > MAX_SYMBOL_LEN or not sym.isprintable():
         return Rejected("bad_symbol", f"symbol must be a non-empty printable string of at most {MAX_SYMBOL_LEN}", obj)
@@ -75,20 +80,27 @@ def parse_tick_obj(obj: Any, known: frozenset[str] | set[str] | None = None) -> 
     price = obj["price"]
     if isinstance(price, bool) or not isinstance(price, (int, float)):
         return Rejected("bad_price", f"price must be a number, got {type(price).__name__}", obj)
-    if not math.isfinite(price) or price <= 0 or price > MAX_PRICE:
-        # Yields can be negative in real life, but this engine's legs are prices and percent
-        # yields, which are positive on every series we ship; a spread of two yields still goes negative.
-        return Rejected("bad_price", f"price must be finite and in (0, {MAX_PRICE:g}], got {price!r}", obj)
-    try:
-        ts = parse_ts_ms(obj["ts"])
-    except ValueError as e:
-        return Rejected("bad_ts", str(e), obj)
+    if not math.isfinite(price) or abs(price) > MAX_PRICE:
+        return Rejected("bad_price", f"price must be finite and at most {MAX_PRICE:g} in size, got {price!r}", obj)
+    if price <= 0 and sym not in signed:
+        # A price is positive; series that may go negative (T10Y2Y) are listed in settings.signed_symbols.
+        return Rejected("bad_price", f"price must be > 0 ({sym} is not in settings.signed_symbols), got {price!r}", obj)
+    if "ts_ms" in obj:
+        ts = obj["ts_ms"]
+        if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_TS_MS:
+            return Rejected("bad_ts", f"ts_ms must be whole epoch milliseconds in 1970..2100, got {ts!r}", obj)
+    else:
+        try:
+            ts = parse_ts_ms(obj["ts"])
+        except ValueError as e:
+            return Rejected("bad_ts", str(e), obj)
     if known is not None and sym not in known:
         return Rejected("unknown_symbol", f"no scenario uses symbol {sym!r}", obj)
     return Tick(sym, float(price), ts)
 
 
-def parse_ticks(raw: bytes | str, known: frozenset[str] | set[str] | None = None) -> tuple[list[Tick], list[Rejected]]:
+def parse_ticks(raw: bytes | str, known: frozenset[str] | set[str] | None = None,
+                signed: frozenset[str] = frozenset()) -> tuple[list[Tick], list[Rejected]]:
     """Parse one ``ticks`` record: a tick object or an array of them."""
     try:
         doc = orjson.loads(raw)
@@ -101,14 +113,14 @@ def parse_ticks(raw: bytes | str, known: frozenset[str] | set[str] | None = None
     good: list[Tick] = []
     bad: list[Rejected] = []
     for obj in items:
-        r = parse_tick_obj(obj, known)
+        r = parse_tick_obj(obj, known, signed)
         (bad if isinstance(r, Rejected) else good).append(r)
     return good, bad
 
 
 def encode_ticks(ticks: Iterable[Tick]) -> bytes:
-    """A batch record for the ``ticks`` topic (ts written as epoch milliseconds)."""
-    return orjson.dumps([{"symbol": t.symbol, "price": t.price, "ts": t.ts_ms} for t in ticks])
+    """A batch record for the ``ticks`` topic (event time as unambiguous ``ts_ms``)."""
+    return orjson.dumps([{"symbol": t.symbol, "price": t.price, "ts_ms": t.ts_ms} for t in ticks])
 
 
 def dlq_record(rej: Rejected, *, source: str, at_ms: int, partition: int | None = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 
 __all__ = ["add_config", "add_broker", "add_history", "broker_url"]
 
@@ -25,9 +27,11 @@ def add_history(p: argparse.ArgumentParser, flag: str = "--history", required: b
 
 
 def broker_url(value: str | None) -> str | None:
-    """Validate --broker: None means embedded. Raises SystemExit(2) with a clear message."""
+    """Validate --broker: None means embedded. Exits with code 2 and a clear message."""
     if value is None or value == "":
         return None
-    if not value.startswith("kafka://") or len(value) <= len("kafka://"):
-        raise SystemExit(f"ratiowatch: --broker must look like kafka://host:port, got {value!r}")
+    hosts = value.removeprefix("kafka://").split(",")
+    if not value.startswith("kafka://") or not all(re.fullmatch(r"[\w.\-\[\]:]+:\d{1,5}", h) for h in hosts):
+        print(f"ratiowatch: --broker must look like kafka://host:port[,host:port], got {value!r}", file=sys.stderr)
+        raise SystemExit(2)
     return value

@@ -59,7 +59,7 @@ def _summary_json(summaries) -> bytes:
 def run(args: argparse.Namespace) -> int:
     # Symbols first, so a series naming a symbol without a CSV fails at load with file, scenario and key.
     cfg = load_config(args.config, known_symbols=available_symbols(args.data))
-    result = run_backtest(cfg, load_history(args.data, cfg.symbols))
+    result = run_backtest(cfg, load_history(args.data, cfg.symbols, cfg.settings.signed_symbols))
 
     out = Path(args.out)
     try:

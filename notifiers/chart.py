@@ -1,0 +1,101 @@
+"""The chart that goes with an email: the trigger's metric over the last year, with the threshold,
+the re-arm level and the crossing marked.
+
+The data comes from an injected ``history_for(event) -> (dates, values) | None``: the trigger
+series' session closes, dates ascending, newest = the crossing session. The metric is computed
+here from those closes (:func:`metric_series`, pure), the same way the engine computes it.
+:func:`history_from_folder` builds such a provider from a folder of ``SYMBOL.csv`` files.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from zoneinfo import ZoneInfo
+
+from ratiowatch.charts import metric_chart_png
+from ratiowatch.config import parse_series
+
+from .route import Notice
+
+__all__ = ["CHART_SESSIONS", "HistoryFor", "metric_series", "chart_png", "history_from_folder"]
+
+CHART_SESSIONS = 252  # one year of sessions
+
+HistoryFor = Callable[[dict[str, Any]], "tuple[list[date], list[float]] | None"]
+
+# pyplot keeps global state: two charts drawn at once from worker threads would mix.
+_PLOT_LOCK = threading.Lock()
+
+
+def metric_series(values: Sequence[float], kind: str, lookback: int | None) -> list[float | None]:
+    """The rule's metric at every session: the value itself without lookback, otherwise the change
+    against ``lookback`` sessions before (a difference for spreads, relative otherwise); None where
+    there is no value that far back, or where a relative change would start from zero or below."""
+    if lookback is None:
+        return [float(v) for v in values]
+    out: list[float | None] = [None] * len(values)
+    for i in range(lookback, len(values)):
+        cur, past = values[i], values[i - lookback]
+        if kind == "spread":
+            out[i] = cur - past
+        elif past > 0:  # a relative change from zero or below (a signed level) means nothing
+            out[i] = cur / past - 1.0
+    return out
+
+
+def chart_png(notice: Notice, dates: Sequence[date], values: Sequence[float], *,
+              width_px: int = 1000, height_px: int = 500) -> bytes:
+    """PNG of the trigger metric over the last :data:`CHART_SESSIONS` sessions up to the crossing."""
+    e, sc = notice.event, notice.scenario
+    spec = parse_series(e["series"])
+    lookback = e.get("lookback")
+    metric = metric_series(values, spec.kind, lookback)
+    d, m = list(dates[-CHART_SESSIONS:]), metric[-CHART_SESSIONS:]
+    if sc is not None:
+        threshold, rearm, direction = sc.trigger.threshold, sc.trigger.rearm, sc.trigger.direction
+    else:  # from the DLQ, scenario since removed: the event knows the line it crossed
+        threshold, rearm = e["threshold"], None
+        direction = e["direction"] if e["kind"] == "fired" else ("down" if e["direction"] == "up" else "up")
+    percent = lookback is not None and spec.kind != "spread"
+    what = spec.name if lookback is None else f"{spec.name} change over {lookback} sessions"
+    with _PLOT_LOCK:
+        return metric_chart_png(f"{e.get('title', notice.scenario_id)}: {what}", d, m, threshold=threshold,
+                                rearm=rearm, direction=direction, crossings=[(d[-1], e["kind"])] if d else [],
+                                percent=percent, width_px=width_px, height_px=height_px, ylabel=what)
+
+
+def history_from_folder(folder: str | Path, tz: str = "America/New_York") -> HistoryFor:
+    """A provider reading ``folder/SYMBOL.csv`` with polars. A series' value on a date uses each
+    leg's latest close at or before it (as the engine does), on dates where any leg closed. It
+    returns a year of sessions plus the lookback, so the first charted point has its metric."""
+    import polars as pl
+
+    from ratiowatch.streams.history import load_history
+
+    cache: dict[str, pl.DataFrame] = {}
+
+    def series_frame(name: str) -> pl.DataFrame:
+        if name not in cache:
+            spec = parse_series(name)
+            wide = (load_history(folder, spec.legs).pivot(on="symbol", index="date", values="close")
+                    .sort("date").fill_null(strategy="forward").drop_nulls())
+            a = pl.col(spec.legs[0])
+            expr = a if spec.kind == "level" else a / pl.col(spec.legs[1]) if spec.kind == "ratio" else a - pl.col(spec.legs[1])
+            cache[name] = wide.select("date", expr.alias("value"))
+        return cache[name]
+
+    def history_for(event: dict[str, Any]) -> tuple[list[date], list[float]] | None:
+        day = datetime.fromtimestamp(event["ts_ms"] / 1000, ZoneInfo(tz)).date()
+        try:
+            f = series_frame(event["series"]).filter(pl.col("date") <= day)
+            f = f.tail(CHART_SESSIONS + (event.get("lookback") or 0))
+        except Exception:  # a symbol without history: the message goes without a chart
+            return None
+        if f.height == 0:
+            return None
+        return f["date"].to_list(), f["value"].to_list()
+
+    return history_for

@@ -1,0 +1,79 @@
+"""``ratiowatch config show``: the effective configuration (defaults filled, ${ENV} interpolated),
+with every channel URL shown as scheme and host only: credentials, tokens and path components
+print as ``<secret>``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Any
+
+import yaml
+
+from ratiowatch.config import Config, Rule, load_config
+from ratiowatch.notifiers.deliver import medium_for
+from ratiowatch.notifiers.redact import redact_url
+
+from ._common import add_config
+
+__all__ = ["NAME", "HELP", "add_arguments", "run", "config_document"]
+
+NAME = "config"
+HELP = "show the effective configuration (secrets redacted)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help=HELP, description=__doc__)
+    add_config(show)
+
+
+def _rule(r: Rule) -> dict[str, Any]:
+    d: dict[str, Any] = {"series": r.series.name}
+    if r.lookback is not None:
+        d["lookback"] = r.lookback
+    d["above" if r.direction == "up" else "below"] = r.threshold
+    d["rearm"] = r.rearm
+    d["in_words"] = r.describe()
+    return d
+
+
+def config_document(cfg: Config) -> dict[str, Any]:
+    """The config as plain data with secrets redacted: what ``config show`` prints."""
+    channels = {}
+    for name, ch in cfg.channels.items():
+        c: dict[str, Any] = {"url": redact_url(ch.url), "format": ch.format, "renders_as": medium_for(ch)}
+        if ch.rate_limit_per_min is not None:
+            c["rate_limit_per_min"] = ch.rate_limit_per_min
+        if ch.quiet_hours is not None:
+            c["quiet_hours"] = f"{ch.quiet_hours[0]}-{ch.quiet_hours[1]}"
+            c["timezone"] = ch.timezone
+        channels[name] = c
+    scenarios = []
+    for s in cfg.scenarios:
+        d: dict[str, Any] = {"id": s.id, "title": s.title}
+        if s.description:
+            d["description"] = s.description
+        d["trigger"] = _rule(s.trigger)
+        if s.confirmations:
+            d["confirmations"] = [{"label": c.name, **_rule(c)} for c in s.confirmations]
+        d.update(windows=list(s.windows), notify=list(s.notify), notify_resolved=s.notify_resolved,
+                 group_window_s=s.group_window_s)
+        scenarios.append(d)
+    settings = {}
+    for f in fields(cfg.settings):
+        v = getattr(cfg.settings, f.name)
+        settings[f.name] = sorted(v) if isinstance(v, (set, frozenset)) else v
+    return {
+        "file": cfg.path,
+        "settings": settings,
+        "channels": channels,
+        "scenarios": scenarios,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    yaml.safe_dump(config_document(cfg), sys.stdout, sort_keys=False, allow_unicode=True, width=100)
+    return 0

@@ -1,0 +1,104 @@
+"""``ratiowatch dlq retry``: send the notifications on ``notifications.dlq`` again.
+
+Reads every record on the topic (from the beginning to its current end, no consumer group), and
+hands each to a notification service that sends it to its channel once more, with the usual
+retries. A pair (event, channel) already delivered (by an earlier ``dlq retry``, or because the
+record is a duplicate) is skipped, so running this twice is safe. Records that fail again stay
+on the topic for the next run; attempts and outcomes go to ``deliveries`` as usual.
+
+Exit code: 0 when nothing is left undelivered, 1 when some record still failed, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+
+from ratiowatch.config import Config, load_config
+from ratiowatch.notifiers.chart import HistoryFor, history_from_folder
+from ratiowatch.notifiers.dedup import DEFAULT_STORE_PATH
+from ratiowatch.notifiers.exceptions import NotifyError
+from ratiowatch.notifiers.records import parse_dlq_record
+from ratiowatch.notifiers.retry import RetryPolicy
+from ratiowatch.notifiers.service import NotificationService
+from ratiowatch.streams.readback import read_topic
+from ratiowatch.streams.topics import NOTIFICATIONS_DLQ
+
+from ._common import add_broker, add_config, add_history, broker_url
+
+__all__ = ["NAME", "HELP", "add_arguments", "run", "retry_dlq"]
+
+NAME = "dlq"
+HELP = "work with notifications.dlq (retry: send its notifications again)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    r = sub.add_parser("retry", help="send every notification on notifications.dlq again", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_broker(r)
+    add_config(r)
+    add_history(r)  # to draw the email chart again; without it emails go without one
+    r.add_argument("--store", metavar="FILE", default=None,
+                   help=f"the delivery record (SQLite) shared with the worker (default ./{DEFAULT_STORE_PATH})")
+    r.add_argument("--attempts", type=int, default=5, help="tries per notification (default 5)")
+    r.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                   help="give up waiting for the channels after this many seconds (default 600)")
+
+
+def run(args: argparse.Namespace, *, policy: RetryPolicy | None = None) -> int:
+    url = broker_url(args.broker)
+    if url is None:
+        print("ratiowatch dlq retry: --broker kafka://HOST:PORT is required (the DLQ lives on that cluster)",
+              file=sys.stderr)
+        return 2
+    if args.attempts < 1:
+        print("ratiowatch dlq retry: --attempts must be >= 1", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    bootstrap = url[len("kafka://"):]
+    policy = policy or RetryPolicy(attempts=args.attempts)
+    history_for = history_from_folder(args.history, config.settings.session_timezone) if args.history else None
+    counts = asyncio.run(retry_dlq(config, bootstrap, store_path=args.store, policy=policy, timeout_s=args.timeout,
+                                   history_for=history_for))
+    print(f"notifications.dlq: {counts['records']} records; delivered {counts['delivered']}, "
+          f"already delivered {counts['skipped_duplicate']}, failed {counts['failed']}, "
+          f"unreadable {counts['unreadable']}")
+    return 0 if counts["failed"] == 0 and counts["unreadable"] == 0 else 1
+
+
+async def retry_dlq(config: Config, bootstrap: str, *, store_path: str | None = None,
+                    policy: RetryPolicy | None = None, timeout_s: float = 600.0,
+                    history_for: HistoryFor | None = None) -> Counter:
+    """Send every record of notifications.dlq again; a Counter of outcomes (records, delivered,
+    skipped_duplicate, failed, unreadable)."""
+    from kafka import KafkaProducer
+
+    records = await asyncio.to_thread(lambda: list(read_topic(bootstrap, NOTIFICATIONS_DLQ)))
+    producer = await asyncio.to_thread(KafkaProducer, bootstrap_servers=bootstrap, client_id="ratiowatch-dlq-retry",
+                                       acks="all")
+
+    async def publish(topic: str, key: bytes | None, value: bytes) -> None:
+        await asyncio.to_thread(lambda: producer.send(topic, value, key=key).get(timeout=30))
+
+    counts: Counter = Counter(records=len(records), delivered=0, skipped_duplicate=0, failed=0, unreadable=0)
+    svc = NotificationService(config, publish, store_path=store_path, retry=policy, history_for=history_for)
+    await svc.start()
+    try:
+        futures = []
+        for _key, value, partition, offset in records:
+            try:
+                futures.append(await svc.redeliver(parse_dlq_record(value)))
+            except (ValueError, NotifyError) as e:
+                counts["unreadable"] += 1
+                print(f"notifications.dlq[{partition}]@{offset}: skipped: {e}", file=sys.stderr)
+        if not await svc.drain(timeout_s):
+            print(f"ratiowatch dlq retry: channels still busy after {timeout_s:g}s", file=sys.stderr)
+        for f in futures:
+            counts[f.result() if f.done() else "failed"] += 1
+    finally:
+        await svc.stop()
+        await asyncio.to_thread(producer.close, 10)
+    return counts

@@ -1,0 +1,194 @@
+// ratiowatch status page: one card per scenario, rendered from the /ws stream.
+// Everything that comes from data is written with textContent or numeric attributes, never as HTML.
+"use strict";
+
+(function () {
+  const cards = new Map();          // scenario id -> card element
+  const cardsEl = document.getElementById("cards");
+  const eventsEl = document.getElementById("events");
+  const connEl = document.getElementById("conn");
+  const template = document.getElementById("card-template");
+  const SVG = "http://www.w3.org/2000/svg";
+  const WINDOW_LABELS = { 21: "1M", 63: "3M", 126: "6M", 252: "12M" };
+  const MAX_EVENTS = 12;
+
+  // --- formatting ---------------------------------------------------------------------------
+
+  function kindOf(series) {  // symbols never contain "/" or "-" (see config.parse_series)
+    if (series.includes("/")) return "ratio";
+    if (series.includes("-")) return "spread";
+    return "level";
+  }
+  function isNum(x) { return typeof x === "number" && Number.isFinite(x); }
+  function signed(x, digits) { return (x > 0 ? "+" : x < 0 ? "\u2212" : "") + Math.abs(x).toFixed(digits); }
+  // A lookback change: relative (percent) for ratios and levels, a difference for spreads.
+  function change(series, x) {
+    if (!isNum(x)) return "\u2014";
+    return kindOf(series) === "spread" ? signed(x, 2) : signed(x * 100, 2) + "%";
+  }
+  function level(x) { return isNum(x) ? x.toLocaleString("en-US", { maximumFractionDigits: 4 }) : "\u2014"; }
+  function day(iso) { return typeof iso === "string" ? iso.slice(0, 10) : "\u2014"; }
+
+  function reading(t) {
+    if (!isNum(t.metric)) return "Warming up: not enough history for this rule yet.";
+    const verb = t.direction === "up" ? "at or above" : "at or below";
+    if (t.lookback === null || t.lookback === undefined) {
+      return `${t.series} is ${level(t.metric)}; the trigger is ${verb} ${level(t.threshold)}.`;
+    }
+    if (kindOf(t.series) === "spread") {
+      const moved = t.metric >= 0 ? "risen" : "fallen";
+      return `${t.series} has ${moved} ${Math.abs(t.metric).toFixed(2)} over ${t.lookback} sessions; ` +
+             `the trigger is ${signed(t.threshold, 2)}.`;
+    }
+    const moved = t.metric >= 0 ? "up" : "down";
+    return `${t.series} is ${moved} ${Math.abs(t.metric * 100).toFixed(2)}% over ${t.lookback} sessions; ` +
+           `the trigger is ${signed(t.threshold * 100, 2)}%.`;
+  }
+
+  // --- rendering ----------------------------------------------------------------------------
+
+  function text(el, value) { el.textContent = value; return el; }
+  function make(tag, cls, value) {
+    const el = document.createElement(tag);
+    if (cls) el.className = cls;
+    if (value !== undefined) el.textContent = value;
+    return el;
+  }
+
+  function cardFor(id) {
+    let card = cards.get(id);
+    if (!card) {
+      card = template.content.firstElementChild.cloneNode(true);
+      card.dataset.scenario = id;
+      cards.set(id, card);
+      cardsEl.appendChild(card);
+    }
+    return card;
+  }
+
+  function renderWindows(card, s) {
+    const series = s.trigger.series;
+    const head = card.querySelector(".windows thead tr");
+    const body = card.querySelector(".windows tbody tr");
+    head.replaceChildren();
+    body.replaceChildren();
+    const keys = Object.keys(s.windows || {}).map(Number).sort((a, b) => a - b);
+    for (const w of keys) {
+      head.appendChild(make("th", "", WINDOW_LABELS[w] || `${w}d`));
+      const v = s.windows[String(w)];
+      const td = make("td", isNum(v) ? (v >= 0 ? "pos" : "neg") : "na", change(series, v));
+      td.dataset.window = String(w);
+      body.appendChild(td);
+    }
+  }
+
+  function renderConfirmations(card, s) {
+    const list = card.querySelector(".conf-list");
+    const confs = s.confirmations || [];
+    card.querySelector(".confs").hidden = confs.length === 0;
+    const met = confs.filter((c) => c.met === true).length;
+    text(card.querySelector(".confs-head"), `Confirmations: ${met} of ${confs.length} met`);
+    list.replaceChildren();
+    for (const c of confs) {
+      const state = c.met === true ? "met" : c.met === false ? "unmet" : "unknown";
+      const li = make("li", `conf ${state}`);
+      li.appendChild(make("span", "mark", state === "met" ? "\u2713" : state === "unmet" ? "\u2717" : "\u2026"));
+      li.appendChild(make("span", "conf-label", c.label));
+      const val = c.lookback === null || c.lookback === undefined ? level(c.value) : change(c.series, c.value);
+      li.appendChild(make("span", "conf-value", `${c.series} ${val}`));
+      list.appendChild(li);
+    }
+  }
+
+  function renderSpark(card, values) {
+    const line = card.querySelector(".spark-line");
+    const pts = (values || []).filter(isNum);
+    if (pts.length < 2) { line.setAttribute("points", ""); return; }
+    const lo = Math.min(...pts), hi = Math.max(...pts), span = hi - lo || 1;
+    const coords = pts.map((v, i) => `${(i * 100 / (pts.length - 1)).toFixed(2)},${(22 - (v - lo) * 20 / span).toFixed(2)}`);
+    line.setAttribute("points", coords.join(" "));
+  }
+
+  function lastCrossing(ev) {
+    if (!ev) return "No crossing yet.";
+    const rule = ev.rule === "trigger" ? "Trigger" : ev.rule;
+    const value = ev.lookback === null || ev.lookback === undefined ? level(ev.value) : change(ev.series, ev.value);
+    return `Last crossing: ${rule} ${ev.kind} (${ev.series} ${ev.direction === "up" ? "\u2191" : "\u2193"} ${value}) on ${day(ev.at)}.`;
+  }
+
+  function renderStatus(s) {
+    const card = cardFor(s.scenario);
+    const t = s.trigger || {};
+    text(card.querySelector(".title"), s.title || s.scenario);
+    card.querySelector(".title").title = s.description || "";
+    const badge = card.querySelector(".badge");
+    text(badge, t.state || "");
+    badge.className = "badge state-" + String(t.state || "").replace(/[^a-z]/g, "");
+    text(card.querySelector(".trigger"), "Trigger: " + (t.description || ""));
+    text(card.querySelector(".reading"), reading(t));
+    const bar = card.querySelector(".bar");
+    bar.hidden = !isNum(t.progress);
+    if (isNum(t.progress)) {
+      const pct = Math.round(Math.max(0, Math.min(1, t.progress)) * 100);
+      card.querySelector(".bar-fill").style.width = pct + "%";
+      bar.setAttribute("aria-valuenow", String(pct));
+    }
+    renderWindows(card, s);
+    renderConfirmations(card, s);
+    text(card.querySelector(".last"), lastCrossing(s.last_event));
+    renderSpark(card, s.sparkline);
+    text(card.querySelector(".asof"), s.at ? `As of ${s.at.replace("T", " ").replace("Z", " UTC")}` : "No data yet.");
+    card.classList.remove("flash");
+    void card.offsetWidth;  // restart the highlight animation
+    card.classList.add("flash");
+  }
+
+  function addEventLine(line, cls) {
+    const first = eventsEl.firstElementChild;
+    if (first && first.classList.contains("muted")) first.remove();
+    eventsEl.prepend(make("li", cls, line));
+    while (eventsEl.children.length > MAX_EVENTS) eventsEl.lastElementChild.remove();
+  }
+
+  function renderEvent(ev) {
+    const card = cards.get(ev.scenario);
+    const title = ev.title || ev.scenario;
+    const rule = ev.rule === "trigger" ? "trigger" : ev.rule;
+    const value = ev.lookback === null || ev.lookback === undefined ? level(ev.value) : change(ev.series, ev.value);
+    addEventLine(`${day(ev.at)} \u00b7 ${title}: ${rule} ${ev.kind} (${ev.description}; now ${value})`, "event " + (ev.kind === "fired" ? "fired" : "rearmed"));
+    if (card) text(card.querySelector(".last"), lastCrossing(ev));
+  }
+
+  // --- the stream ---------------------------------------------------------------------------
+
+  function setConn(state, label) {
+    connEl.className = "conn conn-" + state;
+    connEl.textContent = label;
+  }
+
+  let retry = 1000;
+  function connect() {
+    const token = new URLSearchParams(location.search).get("token");
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const url = `${scheme}://${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
+    const ws = new WebSocket(url);
+    ws.onopen = () => { retry = 1000; setConn("live", "live"); };
+    ws.onmessage = (m) => {
+      let msg;
+      try { msg = JSON.parse(m.data); } catch (e) { return; }
+      if (msg.type === "status") renderStatus(msg);
+      else if (msg.type === "event") renderEvent(msg);
+      else if (msg.type === "dropped") addEventLine(`${msg.events} crossing(s) were dropped: this page fell behind.`, "dropped");
+    };
+    ws.onclose = (e) => {
+      if (e.code === 1008 && e.reason === "unauthorized") {
+        setConn("down", "not authorized: open this page with ?token=\u2026");
+        return;
+      }
+      setConn("wait", "reconnecting\u2026");
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, 30000);
+    };
+  }
+  connect();
+})();

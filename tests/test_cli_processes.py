@@ -1,0 +1,52 @@
+"""The commands as a user runs them, in separate processes: `ratiowatch broker` shared by
+`ratiowatch run --broker`, and the default `ratiowatch run` on the embedded broker."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.broker
+RW = [sys.executable, "-m", "ratiowatch.cli"]
+
+
+def test_run_on_the_embedded_default_prints_a_crossing_and_exits_0():
+    out = subprocess.run(RW + ["run", "--duration", "25"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    alerts = [line for line in out.stdout.splitlines() if " ALERT " in line]
+    assert any("Small caps outperform large caps: IWM/SPY" in a for a in alerts), out.stdout[-3000:]
+    assert re.search(r"stopped: \d+ ticks in, 0 dead-lettered, \d+ events", out.stdout)
+
+
+def test_broker_process_shared_by_a_worker_in_another_process():
+    broker = subprocess.Popen(RW + ["broker", "--partitions", "8"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = broker.stdout.readline()
+        m = re.match(r"bootstrap: (127\.0\.0\.1:\d+)", line)
+        assert m, line
+        out = subprocess.run(RW + ["run", "--broker", f"kafka://{m.group(1)}", "--duration", "25"],
+                             capture_output=True, text=True, timeout=120, env=dict(os.environ))
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "ALERT Small caps outperform large caps" in out.stdout, out.stdout[-3000:]
+        assert f"broker: kafka://{m.group(1)}" in out.stdout
+    finally:
+        broker.terminate()
+        broker.wait(timeout=20)
+    assert broker.returncode == 0
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--config", "/nonexistent/scenarios.yaml"], "/nonexistent/scenarios.yaml: file not found"),
+    (["run", "--broker", "localhost:9092"], "--broker must look like kafka://host:port"),
+    (["run", "--duration", "-1"], "--duration must be > 0"),
+])
+def test_bad_start_input_fails_with_exit_2_and_says_why(argv, needle):
+    t0 = time.monotonic()
+    out = subprocess.run(RW + argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert needle in out.stderr
