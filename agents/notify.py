@@ -13,6 +13,8 @@ from typing import Any, Awaitable, Callable
 import faust
 import orjson
 
+from ratiowatch.notifiers.exceptions import InvalidEvent
+
 __all__ = ["install_notifier"]
 
 log = logging.getLogger(__name__)
@@ -23,10 +25,9 @@ def install_notifier(app: faust.App, events_topic: faust.TopicT,
     async def notify(stream: faust.StreamT) -> None:
         async for raw in stream:
             try:
-                event = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                log.error("events: skipping a record that is not JSON (%d bytes)", len(raw))
-                continue
-            await handle(event)
+                await handle(orjson.loads(raw))
+            except (orjson.JSONDecodeError, InvalidEvent) as e:
+                # Not ours to fix here: the record stays on the topic for whoever wrote it to see.
+                log.error("events: skipping a record the notifiers cannot use (%d bytes): %s", len(raw), e)
 
     app.agent(events_topic, name="ratiowatch.notify")(notify)

@@ -282,6 +282,20 @@ class Pipeline:
                 out.append(e.status(sh.states.get(sid) or e.new_state()))
         return out
 
+    def trigger_history(self, event: dict[str, Any]) -> tuple[list[Any], list[float]] | None:
+        """The event's series closes as (dates, values) from the live state, for alert charts."""
+        from datetime import date, timedelta
+
+        try:
+            _, st = self.engine_for(event["scenario"])
+        except KeyError:
+            return None
+        closes = st.series.get(event["series"]) if st else None
+        if closes is None or not closes.values:
+            return None
+        epoch = date(1970, 1, 1)
+        return [epoch + timedelta(days=s) for s in closes.sessions], list(closes.values)
+
     def engine_for(self, scenario_id: str) -> tuple[ScenarioEngine, ScenarioState | None]:
         for sh in self._owned.values():
             if scenario_id in sh.engine.engines:

@@ -18,6 +18,7 @@ from ratiowatch.config import Config
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exist
 from ratiowatch.streams.broker import EmbeddedBroker
+from ratiowatch.streams.kafka_settings import faust_app_kwargs, kafka_python_kwargs, load_kafka_security
 
 __all__ = ["Runtime", "running"]
 
@@ -34,20 +35,46 @@ class Runtime:
         self.config = config
         self.partitions = partitions or config.settings.partitions
         self.embedded: EmbeddedBroker | None = None
+        self.client_kwargs: dict[str, Any] = {}  # for plain kafka-python clients of this cluster
         if broker_url is None:
             self.embedded = EmbeddedBroker()
             broker_url = self.embedded.url
         self.broker_url = broker_url
         self.bootstrap = broker_url.removeprefix("kafka://")
         self.app_id = app_id
+        extra = dict(app_settings or {})
         if self.embedded is not None:
             ensure_topics(self.embedded, self.partitions, app_id)
         else:
-            ensure_topics_exist(self.bootstrap, self.partitions, app_id)
+            # A real cluster may need TLS/SASL: from env only, never from the scenario file.
+            security = load_kafka_security()
+            self.client_kwargs = kafka_python_kwargs(security)
+            ensure_topics_exist(self.bootstrap, self.partitions, app_id, **self.client_kwargs)
+            extra = {**faust_app_kwargs(security), **extra}
         self.app: faust.App = create_app(broker_url, partitions=self.partitions, app_id=app_id, datadir=datadir,
-                                         **(app_settings or {}))
+                                         **extra)
         self.pipeline = Pipeline(self.app, config, shards=self.partitions, on_event=on_event, on_status=on_status,
                                  seed=seed)
+
+    def notification_service(self, history_dir: str | None = None) -> Any:
+        """The fan-out service for this worker, publishing its audit records through the app's
+        producer. The chart comes from the history folder when given, else from the live state
+        (which holds the longest lookback's worth of closes)."""
+        from pathlib import Path
+
+        from ratiowatch.notifiers.chart import history_from_folder
+        from ratiowatch.notifiers.service import NotificationService
+
+        topics = {name: self.app.topic(name, key_serializer="raw", value_serializer="raw")
+                  for name in (T.DELIVERIES, T.NOTIFICATIONS_DLQ)}
+
+        async def publish(topic: str, key: bytes | None, value: bytes) -> None:
+            await topics[topic].send(key=key, value=value)
+
+        tz = self.config.settings.session_timezone
+        history_for = history_from_folder(history_dir, tz) if history_dir else self.pipeline.trigger_history
+        store = Path(self.app.conf.datadir) / "notifications.sqlite"
+        return NotificationService(self.config, publish, history_for=history_for, store_path=str(store))
 
     async def start(self) -> None:
         await self.app.start()

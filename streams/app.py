@@ -15,7 +15,7 @@ from pathlib import Path
 import faust
 
 from .broker import EmbeddedBroker
-from .topics import APP_ID, all_topics
+from .topics import APP_ID, all_topics, topic_configs
 
 __all__ = ["create_app", "ensure_topics", "ensure_topics_exist"]
 
@@ -30,32 +30,36 @@ def ensure_topics(broker: EmbeddedBroker, partitions: int, app_id: str = APP_ID)
 
 def ensure_topics_exist(bootstrap: str, partitions: int, app_id: str = APP_ID, **client: object) -> list[str]:
     """On an external cluster, create the topics that are missing, with their retention and
-    compaction settings. Returns the names created. A ``ratiowatch broker`` (the mock cluster)
-    already has them all, so nothing is asked of it."""
+    compaction settings (replication factor: env RATIOWATCH_REPLICATION_FACTOR, default the
+    smaller of 3 and the number of brokers). Returns the names created. A ``ratiowatch broker``
+    (the mock cluster) already has them all, so nothing is asked of it."""
     from kafka import KafkaConsumer
     from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
+    # kafka-python 2.3's newest ApiVersions probe gets an answer from the embedded broker it cannot
+    # decode (it falls back, after logging an error); Kafka >= 3.0 speaks what (3, 0) selects.
+    client.setdefault("api_version", (3, 0))
     # A plain consumer's metadata tells which topics exist: the admin client's list_topics parses
     # fields the embedded broker fills differently and fails on it.
-    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-probe", api_version=(3, 0), **client)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-probe", **client)
     try:
         existing = probe.topics()
+        brokers = len(probe._client.cluster.brokers()) or 1
     finally:
         probe.close()
     missing = [s for s in all_topics(partitions, app_id) if s.name not in existing]
     if not missing:
         return []
+    rf = int(os.environ.get("RATIOWATCH_REPLICATION_FACTOR") or min(3, brokers))
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ratiowatch-admin", **client)
     try:
-        if missing:
-            configs = []
-            for s in missing:
-                cfg = {"cleanup.policy": "compact" if s.compacted else "delete"}
-                if s.retention_ms is not None:
-                    cfg["retention.ms"] = str(s.retention_ms)
-                configs.append(NewTopic(s.name, s.partitions, replication_factor=-1, topic_configs=cfg))
-            admin.create_topics(configs)
-            log.info("created topics: %s", ", ".join(s.name for s in missing))
+        for s in missing:
+            try:
+                admin.create_topics([NewTopic(s.name, s.partitions, rf, topic_configs=topic_configs(s, rf))])
+            except TopicAlreadyExistsError:
+                pass  # another worker starting at the same time made it
+        log.info("created topics: %s", ", ".join(s.name for s in missing))
         return [s.name for s in missing]
     finally:
         admin.close()

@@ -14,13 +14,16 @@ from kafka import KafkaConsumer, TopicPartition
 __all__ = ["read_topic"]
 
 
-def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0) -> Iterator[tuple[bytes | None, bytes, int, int]]:
+def read_topic(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+               **client: object) -> Iterator[tuple[bytes | None, bytes, int, int]]:
     """Yield ``(key, value, partition, offset)`` of every record from the beginning to the end
-    offsets current at the call. Raises TimeoutError if they cannot be read within ``timeout_s``."""
+    offsets current at the call. Raises TimeoutError if they cannot be read within ``timeout_s``.
+    ``client``: extra kafka-python settings (security)."""
     # api_version pinned: kafka-python 2.3's newest ApiVersions probe is one the embedded broker
     # answers in a form it cannot decode (it falls back, but logs an error first).
+    client.setdefault("api_version", (3, 0))
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             consumer_timeout_ms=1000, client_id="ratiowatch-readback", api_version=(3, 0))
+                             consumer_timeout_ms=1000, client_id="ratiowatch-readback", **client)
     try:
         parts = consumer.partitions_for_topic(topic)
         deadline = time.monotonic() + timeout_s

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["APP_ID", "TopicSpec", "TICKS", "TICKS_DLQ", "SHARD_TICKS", "EVENTS", "DELIVERIES",
+__all__ = ["APP_ID", "TopicSpec", "topic_configs", "TICKS", "TICKS_DLQ", "SHARD_TICKS", "EVENTS", "DELIVERIES",
            "NOTIFICATIONS_DLQ", "STATE_TABLE", "SENT_TABLE", "changelog", "all_topics"]
 
 APP_ID = "ratiowatch"
@@ -53,3 +53,15 @@ def all_topics(partitions: int = 8, app_id: str = APP_ID) -> list[TopicSpec]:
         TopicSpec(changelog(STATE_TABLE, app_id), partitions, compacted=True, doc="scenario state changelog"),
         TopicSpec(changelog(SENT_TABLE, app_id), partitions, compacted=True, doc="delivered (event, channel) pairs"),
     ]
+
+
+def topic_configs(spec: TopicSpec, replication_factor: int) -> dict[str, str]:
+    """The topic-level Kafka settings for ``spec``."""
+    cfg = {"cleanup.policy": "compact" if spec.compacted else "delete"}
+    if spec.retention_ms is not None:
+        cfg["retention.ms"] = str(spec.retention_ms)
+    if replication_factor >= 3:
+        # With acks=all a write then needs two live copies: one broker can fail without losing an
+        # acknowledged event or state change, and producers keep going while it is down.
+        cfg["min.insync.replicas"] = "2"
+    return cfg

@@ -8,18 +8,19 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.broker
-RW = [sys.executable, "-m", "ratiowatch.cli"]
+# The installed console script, as a user runs it (`python -m` would put the repo root on sys.path).
+RW = [str(Path(sys.executable).with_name("ratiowatch"))]
 
 
 def test_run_on_the_embedded_default_prints_a_crossing_and_exits_0():
     out = subprocess.run(RW + ["run", "--duration", "25"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    alerts = [line for line in out.stdout.splitlines() if " ALERT " in line]
-    assert any("Small caps outperform large caps: IWM/SPY" in a for a in alerts), out.stdout[-3000:]
+    assert "ALERT: Small caps outperform large caps\n  IWM/SPY 3-month change is +" in out.stdout, out.stdout[-3000:]
     assert re.search(r"stopped: \d+ ticks in, 0 dead-lettered, \d+ events", out.stdout)
 
 
@@ -32,7 +33,7 @@ def test_broker_process_shared_by_a_worker_in_another_process():
         out = subprocess.run(RW + ["run", "--broker", f"kafka://{m.group(1)}", "--duration", "25"],
                              capture_output=True, text=True, timeout=120, env=dict(os.environ))
         assert out.returncode == 0, out.stderr[-2000:]
-        assert "ALERT Small caps outperform large caps" in out.stdout, out.stdout[-3000:]
+        assert "ALERT: Small caps outperform large caps" in out.stdout, out.stdout[-3000:]
         assert f"broker: kafka://{m.group(1)}" in out.stdout
     finally:
         broker.terminate()

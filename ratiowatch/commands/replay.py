@@ -72,12 +72,16 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
 
     history = load_history(data, config.symbols, config.settings.signed_symbols)
     rt = Runtime(config, broker_url=broker, partitions=partitions, app_id=app_id)
+    notified = [0]
     service = None
     if notify:
-        from ratiowatch.commands.run import _make_notifier
+        service = rt.notification_service(data)
 
-        service = _make_notifier(config, rt)
-        install_notifier(rt.app, rt.pipeline.events_topic, service.handle)
+        async def handle(event: dict[str, Any]) -> None:
+            await service.handle(event)
+            notified[0] += 1
+
+        install_notifier(rt.app, rt.pipeline.events_topic, handle)
     t0 = time.monotonic()
     dates = ticks_sent = 0
     await rt.start()
@@ -97,9 +101,13 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
             await asyncio.sleep(0.02)
         await rt.app.producer.flush()
         loop = asyncio.get_running_loop()
-        records = await loop.run_in_executor(None, lambda: list(read_topic(rt.bootstrap, T.EVENTS)))
+        records = await loop.run_in_executor(
+            None, lambda: list(read_topic(rt.bootstrap, T.EVENTS, **rt.client_kwargs)))
         if service is not None:
-            await service.drain(timeout=120)
+            # The notify agent may still be reading events; wait until it has seen them all.
+            while pipe.counters["events"] > notified[0]:
+                await asyncio.sleep(0.02)
+            await service.drain(timeout=600)
     finally:
         if service is not None:
             await service.stop()

@@ -76,11 +76,11 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None) -> in
     if args.serve:
         from ratiowatch.streams.live import LiveHub
 
-        hub = LiveHub()
+        hub = LiveHub(scenarios=[s.id for s in config.scenarios])
 
-    notifier = _make_notifier(config)
     rt = Runtime(config, broker_url=url, partitions=args.partitions, seed=seed,
                  on_event=hub.publish_event if hub else None, on_status=hub.publish_status if hub else None)
+    notifier = rt.notification_service(args.history)
     install_notifier(rt.app, rt.pipeline.events_topic, notifier.handle)
 
     stop = asyncio.Event()
@@ -118,6 +118,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None) -> in
         await asyncio.gather(*tasks, return_exceptions=True)
         if server is not None:
             server.close()
+            hub.close()
         await rt.stop()
         await notifier.stop()
     c = rt.pipeline.counters
@@ -155,27 +156,3 @@ async def _run_feed(args: argparse.Namespace, config: Config, rt: Any) -> None:
                         publish_ticks=publish_ticks, publish_dlq=publish_dlq, subscribe=subscribe,
                         known_symbols=config.symbols)
     await client.run()
-
-
-class _ConsoleNotifier:
-    """Prints trigger crossings readably; the fan-out service replaces it when channels exist."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def handle(self, ev: dict[str, Any]) -> None:
-        if ev.get("rule") != "trigger":
-            return
-        pct = ev["lookback"] is not None and "-" not in ev["series"]
-        val = f"{ev['value'] * 100:+.2f}%" if pct else f"{ev['value']:.4g}"
-        thr = f"{ev['threshold'] * 100:+.2f}%" if pct else f"{ev['threshold']:.4g}"
-        met = [c for c in ev["confirmations"] if c["met"]]
-        word = "ALERT" if ev["kind"] == "fired" else "re-armed"
-        conf = f"; confirmations {len(met)}/{len(ev['confirmations'])} met" if ev["confirmations"] else ""
-        print(f"[{ev['at']}] {word} {ev['title']}: {ev['series']} {val} crossed {thr} {ev['direction']}{conf}",
-              flush=True)
-
-
-def _make_notifier(config: Config) -> Any:
-    return _ConsoleNotifier()

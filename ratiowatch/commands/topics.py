@@ -19,7 +19,7 @@ from typing import Any
 
 from ratiowatch.config import load_config
 from ratiowatch.streams.kafka_settings import kafka_python_kwargs, load_kafka_security
-from ratiowatch.streams.topics import APP_ID, TopicSpec, all_topics
+from ratiowatch.streams.topics import APP_ID, TopicSpec, all_topics, topic_configs
 
 from ._common import add_broker, add_config, broker_url
 
@@ -49,18 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app-id", default=APP_ID,
                    help=f"faust app id: it names the changelog topics (default {APP_ID})")
     p.add_argument("--json", action="store_true", help="the list as JSON")
-
-
-def topic_configs(spec: TopicSpec, replication_factor: int) -> dict[str, str]:
-    """The topic-level Kafka settings for ``spec``."""
-    cfg = {"cleanup.policy": "compact" if spec.compacted else "delete"}
-    if spec.retention_ms is not None:
-        cfg["retention.ms"] = str(spec.retention_ms)
-    if replication_factor >= 3:
-        # With acks=all a write then needs two live copies: one broker can fail without losing an
-        # acknowledged event or state change, and producers keep going while it is down.
-        cfg["min.insync.replicas"] = "2"
-    return cfg
 
 
 def _parts(n: int) -> str:
