@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
 from ratiowatch.charts import metric_chart_png
@@ -67,24 +67,23 @@ def chart_png(notice: Notice, dates: Sequence[date], values: Sequence[float], *,
                                 percent=percent, width_px=width_px, height_px=height_px, ylabel=what)
 
 
-def history_from_folder(folder: str | Path, tz: str = "America/New_York") -> HistoryFor:
+def history_from_folder(folder: str | Path, tz: str = "America/New_York", signed: Iterable[str] = ()) -> HistoryFor:
     """A provider reading ``folder/SYMBOL.csv`` with polars. A series' value on a date uses each
     leg's latest close at or before it (as the engine does), on dates where any leg closed. It
     returns a year of sessions plus the lookback, so the first charted point has its metric."""
     import polars as pl
 
+    from ratiowatch.backtest import series_frame as backtest_series_frame
     from ratiowatch.streams.history import load_history
 
     cache: dict[str, pl.DataFrame] = {}
 
     def series_frame(name: str) -> pl.DataFrame:
+        # The backtest's own series computation (as-of legs on the dates any leg closed), so a
+        # chart shows exactly the values the alert was computed from.
         if name not in cache:
             spec = parse_series(name)
-            wide = (load_history(folder, spec.legs).pivot(on="symbol", index="date", values="close")
-                    .sort("date").fill_null(strategy="forward").drop_nulls())
-            a = pl.col(spec.legs[0])
-            expr = a if spec.kind == "level" else a / pl.col(spec.legs[1]) if spec.kind == "ratio" else a - pl.col(spec.legs[1])
-            cache[name] = wide.select("date", expr.alias("value"))
+            cache[name] = backtest_series_frame(load_history(folder, spec.legs, signed), spec)
         return cache[name]
 
     def history_for(event: dict[str, Any]) -> tuple[list[date], list[float]] | None:

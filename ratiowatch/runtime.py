@@ -60,8 +60,6 @@ class Runtime:
         """The fan-out service for this worker, publishing its audit records through the app's
         producer. The chart comes from the history folder when given, else from the live state
         (which holds the longest lookback's worth of closes)."""
-        from pathlib import Path
-
         from ratiowatch.notifiers.chart import history_from_folder
         from ratiowatch.notifiers.service import NotificationService
 
@@ -72,9 +70,23 @@ class Runtime:
             await topics[topic].send(key=key, value=value)
 
         tz = self.config.settings.session_timezone
-        history_for = history_from_folder(history_dir, tz) if history_dir else self.pipeline.trigger_history
-        store = Path(self.app.conf.datadir) / "notifications.sqlite"
-        return NotificationService(self.config, publish, history_for=history_for, store_path=str(store))
+        history_for = (history_from_folder(history_dir, tz, self.config.settings.signed_symbols) if history_dir
+                       else self.pipeline.trigger_history)
+        return NotificationService(self.config, publish, history_for=history_for, store_path=self._dedup_path())
+
+    def _dedup_path(self) -> str:
+        """The dedup record must live exactly as long as the events it deduplicates: a file per
+        cluster (a restarted `ratiowatch broker` is a new cluster on a new port, with new events),
+        and a temporary one for a broker inside this process, which dies with it."""
+        import hashlib
+        import tempfile
+        from pathlib import Path
+
+        if self.embedded is not None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ratiowatch-")
+            return str(Path(self._tmp.name) / "notifications.sqlite")
+        cluster = hashlib.sha256(self.bootstrap.encode()).hexdigest()[:12]
+        return str(Path(self.app.conf.datadir) / f"notifications-{cluster}.sqlite")
 
     async def start(self) -> None:
         await self.app.start()

@@ -1,0 +1,133 @@
+"""The benchmark's feed side: a producer that stays within the broker's retention, and the reader
+that times events. Both run in the bench's own process, never in the worker being measured.
+
+The embedded broker keeps only the newest 5 MB of a partition, so the feeder keeps at most
+``window_bytes`` of ``ticks`` unread: it watches the worker's progress (ticks consumed, a shared
+counter the worker updates) and produces ahead of it. Before the first record of a new session
+it waits until the worker has read everything sent: a session roll is an overnight gap in event
+time, and without that pause a record of the old day read after one of the new day (from another
+partition) would be a late tick. Produced with librdkafka (confluent-kafka, already required by the
+embedded broker) so that the feed costs the machine as little as possible.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from .bench_market import Record
+
+__all__ = ["feed", "EventTimer"]
+
+
+def _producer(bootstrap: str) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "1",
+                     "queue.buffering.max.kbytes": 256 * 1024, "queue.buffering.max.messages": 2_000_000,
+                     "batch.size": 1_000_000, "log_level": 3})
+
+
+def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callable[[], int], *,
+         window_bytes: int, rate: float | None = None,
+         on_sent: Callable[[Record, float], None] | None = None) -> dict[str, Any]:
+    """Produce ``records`` to ``topic``. ``progress()`` is the worker's count of ticks consumed.
+    ``rate`` (ticks/s) paces the feed; None sends as fast as the window allows. ``on_sent(record,
+    t)`` is told the monotonic time each record was handed to the producer."""
+    p = _producer(bootstrap)
+    ticks_before = [0]
+    bytes_before = [0]
+    for r in records:
+        ticks_before.append(ticks_before[-1] + r[3])
+        bytes_before.append(bytes_before[-1] + len(r[2]))
+    t0 = time.monotonic()
+    session = records[0][4] if records else 0
+    for i, r in enumerate(records):
+        if r[4] != session:
+            session = r[4]
+            p.flush()
+            while progress() < ticks_before[i]:
+                time.sleep(0.0005)
+        if rate is not None:
+            wait = t0 + ticks_before[i] / rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        else:
+            while True:
+                done = bisect.bisect_right(ticks_before, progress()) - 1
+                if bytes_before[i] - bytes_before[done] < window_bytes:
+                    break
+                p.poll(0.001)
+        while True:
+            try:
+                p.produce(topic, value=r[2], key=r[1], partition=r[0])
+                break
+            except BufferError:
+                p.poll(0.005)
+        if on_sent is not None:
+            on_sent(r, time.monotonic())
+        p.poll(0)
+    left = p.flush(30)
+    if left:
+        raise RuntimeError(f"{left} tick records were not delivered to the broker")
+    return {"records": len(records), "ticks": ticks_before[-1], "bytes": bytes_before[-1],
+            "seconds": time.monotonic() - t0}
+
+
+class EventTimer:
+    """Reads ``events`` in a thread and times each event from the produce time of the ticks it
+    came from: the record that carried the last tick stamped with the event's time."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+
+        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-timer-{time.time_ns()}",
+                            "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 3})
+        self._c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self.sent_at: dict[int, float] = {}     # tick event time -> when its record was produced
+        self.latencies_ms: list[float] = []
+        self.unmatched = 0
+        self.events = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-event-timer", daemon=True)
+        self._thread.start()
+
+    def on_sent(self, record: Record, t: float) -> None:
+        sent_at = self.sent_at
+        for tick in orjson.loads(record[2]) if record[2][:1] == b"[" else [orjson.loads(record[2])]:
+            sent_at[tick["ts_ms"]] = t
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for m in self._c.consume(num_messages=1000, timeout=0.02):
+                now = time.monotonic()
+                if m.error():
+                    continue
+                self.events += 1
+                sent = self.sent_at.get(orjson.loads(m.value())["ts_ms"])
+                if sent is None:
+                    self.unmatched += 1
+                else:
+                    self.latencies_ms.append((now - sent) * 1000.0)
+
+    def stop(self, linger_s: float = 0.5) -> None:
+        time.sleep(linger_s)  # the last events are still on their way
+        self._stop.set()
+        self._thread.join()
+        self._c.close()
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p99 and max (nearest rank)."""
+    if not values:
+        return {"p50": None, "p99": None, "max": None}
+    v = sorted(values)
+
+    def rank(q: float) -> float:
+        return v[min(len(v) - 1, max(0, int(round(q * len(v) + 0.5)) - 1))]
+
+    return {"p50": round(rank(0.50), 2), "p99": round(rank(0.99), 2), "max": round(v[-1], 2)}

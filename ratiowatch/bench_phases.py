@@ -1,0 +1,203 @@
+"""The benchmark's workers: each phase runs in a fresh process (spawned), so no number bleeds into
+another, and reports back through a pipe. The feed comes from the parent process.
+
+- limit: a bare aiokafka consumer that reads and JSON-decodes the ticks, nothing else;
+- baseline: the faust idiom: a Record stream, a table write per tick, the ratio per tick;
+- engine: ratiowatch itself (Runtime + Pipeline, ``ticks`` -> ``events``, state kept).
+
+Protocol: the child sets up, sends ("ready", info), counts ticks consumed into the shared
+``progress`` counter (the feeder paces itself on it), and sends ("result", dict) once every
+expected tick has been processed. Timing starts when the first tick is seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import tempfile
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["child_main"]
+
+POLL_S = 0.001
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def child_main(kind: str, spec: dict[str, Any], conn: Any, progress: Any) -> None:
+    """Process entry point (multiprocessing spawn target)."""
+    logging.basicConfig(level=logging.ERROR)
+    for name in ("faust", "mode", "aiokafka", "kafka"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        result = asyncio.run(PHASES[kind](spec, conn, progress))
+    except BaseException as e:  # the parent must hear about it rather than wait forever
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        raise
+    conn.send(("result", result))
+
+
+async def _measure(counter: Any, expected: int, progress: Any, done: Any = None) -> tuple[float, float]:
+    """(first tick seen, all processed) monotonic times, polling ``counter()``."""
+    first = None
+    while True:
+        n = counter()
+        progress.value = n
+        if first is None and n > 0:
+            first = time.perf_counter()
+        if n >= expected and (done is None or done()):
+            return first or time.perf_counter(), time.perf_counter()
+        await asyncio.sleep(POLL_S)
+
+
+def _profiler(spec: dict[str, Any]) -> Any:
+    if not spec.get("profile"):
+        return None
+    from pyinstrument import Profiler
+
+    p = Profiler(interval=0.0005, async_mode="disabled")
+    p.start()
+    return p
+
+
+def _save_profile(profiler: Any, spec: dict[str, Any]) -> None:
+    if profiler is None:
+        return
+    profiler.stop()
+    path = spec["profile"]
+    with open(path + ".txt", "w") as f:
+        f.write(profiler.output_text(unicode=False, color=False, show_all=False))
+    with open(path + ".html", "w") as f:
+        f.write(profiler.output_html())
+
+
+# --- limit ------------------------------------------------------------------------------------
+
+async def limit(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=spec["bootstrap"], group_id=None, enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    tps = [TopicPartition(spec["topic"], p) for p in range(spec["partitions"])]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    count = 0
+    conn.send(("ready", {}))
+    expected = spec["ticks"]
+    first = None
+    try:
+        while count < expected:
+            batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
+            for records in batches.values():
+                if first is None:
+                    first = time.perf_counter()
+                for r in records:
+                    doc = orjson.loads(r.value)
+                    count += len(doc) if isinstance(doc, list) else 1
+            progress.value = count
+        end = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return {"ticks": count, "seconds": end - (first or end), "peak_rss_mb": round(_rss_mb(), 1)}
+
+
+# --- baseline: the faust idiom ----------------------------------------------------------------
+
+async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any]:
+    import faust
+
+    from ratiowatch.streams.app import create_app
+
+    class TickRecord(faust.Record, serializer="json"):
+        symbol: str
+        price: float
+        ts_ms: int
+
+    datadir = tempfile.mkdtemp(prefix="rw-bench-")
+    app = create_app(spec["url"], partitions=spec["partitions"], app_id=spec["app_id"], datadir=datadir)
+    batch = spec["shape"] == "batch"
+    topic = app.topic(spec["topic"], key_type=bytes, value_type=bytes if batch else TickRecord,
+                      key_serializer="raw", value_serializer="raw" if batch else "json",
+                      partitions=spec["partitions"])
+    prices = app.Table("prices", default=float, partitions=spec["partitions"])
+    partner: dict[str, str] = spec["partner"]
+    state = {"ticks": 0, "ratios": 0}
+
+    def on_tick(tick: TickRecord) -> None:
+        prices[tick.symbol] = tick.price  # the table write (changelogged) per tick
+        other = partner.get(tick.symbol)
+        if other is not None:
+            q = prices.get(other)
+            if q:
+                _ratio = tick.price / q
+                state["ratios"] += 1
+        state["ticks"] += 1
+
+    async def agent(stream: Any) -> None:
+        async for value in stream:
+            if batch:
+                for d in orjson.loads(value):
+                    on_tick(TickRecord.from_data(d))
+            else:
+                on_tick(value)
+
+    app.agent(topic, name="bench.baseline")(agent)
+    await app.start()
+    while not (app.consumer.assignment() and not app.rebalancing and app.tables.recovery.completed.is_set()):
+        await asyncio.sleep(0.05)
+    conn.send(("ready", {}))
+    try:
+        first, end = await _measure(lambda: state["ticks"], spec["ticks"], progress)
+    finally:
+        await app.stop()
+    return {"ticks": state["ticks"], "seconds": end - first, "ratios": state["ratios"],
+            "peak_rss_mb": round(_rss_mb(), 1)}
+
+
+# --- engine: ratiowatch -----------------------------------------------------------------------
+
+async def engine(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any]:
+    from ratiowatch.bench_market import BenchMarket
+    from ratiowatch.runtime import Runtime
+
+    market = BenchMarket(**spec["market"])
+    seed = market.seed_states()
+    datadir = tempfile.mkdtemp(prefix="rw-bench-")
+    rt = Runtime(market.config, broker_url=spec["url"], partitions=spec["partitions"], seed=seed, datadir=datadir)
+    await rt.start()
+    rss_ready = _rss_mb()
+    cpu0 = _cpu_s()
+    conn.send(("ready", {"scenarios": len(market.config.scenarios), "symbols": len(market.symbols)}))
+    pipe = rt.pipeline
+    c = pipe.counters
+
+    def done() -> bool:
+        return (c["shard_copies_in"] >= c["shard_copies_sent"]
+                and c["shard_ticks_applied"] + c["dlq.late"] >= c["shard_copies_sent"] and pipe.idle())
+
+    profiler = _profiler(spec)
+    try:
+        first, end = await _measure(lambda: c["ticks_in"], spec["ticks"], progress, done)
+        cpu = _cpu_s() - cpu0
+    finally:
+        _save_profile(profiler, spec)
+        await rt.stop()
+    return {"ticks": c["ticks_in"], "seconds": end - first, "cpu_s": round(cpu, 2),
+            "peak_rss_mb": round(_rss_mb(), 1), "rss_ready_mb": round(rss_ready, 1),
+            "counters": {k: v for k, v in sorted(c.items())}, "pid": os.getpid()}
+
+
+PHASES = {"limit": limit, "baseline": baseline, "engine": engine}

@@ -1,0 +1,279 @@
+"""The chaos run's verdict: what went in and what came out, compared with the batch computation.
+Pure: every input is plain data the run recorded from outside the worker (what it sent and the
+broker acknowledged, what it read back from the topics, what its HTTP endpoint answered 200 to).
+
+Counting rules (docs/faults.md):
+
+- A valid tick is *applied* when the witness event that carries it (chaos_plan) is on ``events``
+  and equal to the event the backtest computes; a valid tick on ``ticks.dlq`` is *dead-lettered*;
+  any other valid tick is *lost*. A bad input is *dead-lettered* when ``ticks.dlq`` holds one record
+  per expected reason for it (found by the source record's partition and offset, by the late
+  tick's unique price, or by the feed message's marker), otherwise the missing records are *lost*.
+- Events: *expected* is the backtest over exactly the valid ticks sent; *emitted* counts expected
+  event_ids seen with the expected content; *duplicated* counts records beyond the first per
+  event_id; *missing* the expected ones never seen; *unexpected* ids seen that the backtest does
+  not have (or with other content).
+- Notifications: *expected* (event_id, channel) pairs are the expected trigger events the
+  scenario notifies; *delivered* pairs got at least one 200 from the endpoint, each further 200 is
+  *duplicated*; a pair never answered 200 but on ``notifications.dlq`` is *dead-lettered*; the rest
+  are *lost*.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import orjson
+
+from .chaos_plan import HOOK, Garbage, witness_id
+
+__all__ = ["Observed", "FaultRecord", "expected_pairs", "verify", "passed"]
+
+_MARK = re.compile(r"chaos#(\d+)#")
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    start: float      # monotonic seconds in the chaos process
+    end: float        # when it was healed (for a kill: when the new worker was started)
+    info: str = ""
+
+
+@dataclass
+class Observed:
+    """Everything the run recorded. Times are the chaos process's monotonic seconds."""
+
+    expected_events: list[dict[str, Any]]
+    notify: dict[str, tuple[tuple[str, ...], bool]]  # scenario -> (channels, notify_resolved)
+    valid_ticks: list[tuple[str, float, int]]           # (symbol, price, ts_ms) in acked records
+    date_acks: list[tuple[float, int]]                  # (ack time, ts_ms of the date record)
+    valid_records: set[tuple[int, int]]                 # (partition, offset) of records with valid ticks
+    route_garbage: list[tuple[int, int, Garbage]]       # bad items in acked ticks records
+    late: list[tuple[tuple[str, float, int], int]]      # late tick, dlq copies expected (one per shard)
+    feed_garbage: list[Garbage]                         # messages the feed client received
+    events: list[tuple[float, bytes]] = field(default_factory=list)
+    ticks_dlq: list[tuple[float, bytes]] = field(default_factory=list)
+    notifications_dlq: list[tuple[float, bytes]] = field(default_factory=list)
+    receipts: list[tuple[float, list[str]]] = field(default_factory=list)  # 200 answers: event ids
+    faults: list[FaultRecord] = field(default_factory=list)
+    feed_connected: list[float] = field(default_factory=list)
+    worker_exits: list[str] = field(default_factory=list)  # exits the run did not cause
+
+
+def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:
+    expected = {e["event_id"]: e for e in obs.expected_events}
+    seen: Counter[str] = Counter()
+    good_at: dict[str, float] = {}
+    unexpected: set[str] = set()
+    for t, raw in obs.events:
+        try:
+            ev = orjson.loads(raw)
+            eid = ev["event_id"]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            unexpected.add(f"<unreadable {raw[:40]!r}>")
+            continue
+        seen[eid] += 1
+        if expected.get(eid) == ev:
+            good_at.setdefault(eid, t)
+        else:
+            unexpected.add(eid)
+    missing = [eid for eid in expected if eid not in good_at]
+    return {
+        "expected": len(expected),
+        "emitted": len(good_at),
+        "duplicated": sum(n - 1 for n in seen.values()),
+        "missing": len(missing),
+        "unexpected": len(unexpected),
+        "examples_missing": [_describe(expected[e]) for e in sorted(missing, key=lambda e: expected[e]["ts_ms"])[:5]],
+        "examples_duplicated": sorted(e for e, n in seen.items() if n > 1)[:5],
+    }, good_at
+
+
+def _describe(e: dict[str, Any]) -> str:
+    return f"{e['at'][:10]} {e['scenario']} {e['rule']} {e['kind']} ({e['event_id'][:12]})"
+
+
+def _ticks(obs: Observed, good_at: dict[str, float]) -> dict[str, Any]:
+    # The witness event of each (scenario, ts): the first expected event at or after a tick's time.
+    by_witness: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for e in obs.expected_events:
+        if e["rule"] == "trigger":
+            by_witness[e["scenario"]].append((e["ts_ms"], e["event_id"]))
+    for v in by_witness.values():
+        v.sort()
+    dlq = [orjson.loads(raw) for _, raw in obs.ticks_dlq]
+    late_dlq: Counter[tuple[str, float, int]] = Counter()
+    route_dlq: dict[tuple[int, int], Counter[str]] = defaultdict(Counter)
+    feed_dlq: dict[int, Counter[str]] = defaultdict(Counter)
+    no_reason = 0
+    for d in dlq:
+        if not d.get("reason") or not d.get("detail"):
+            no_reason += 1
+        if str(d.get("source", "")).startswith("feed:"):
+            for n in {int(x) for x in _MARK.findall(orjson.dumps(d.get("input"), default=str).decode())}:
+                feed_dlq[n][d["reason"]] += 1
+        elif d.get("partition") is None:
+            i = d.get("input") or {}
+            late_dlq[(i.get("symbol"), i.get("price"), i.get("ts_ms"))] += 1
+        else:
+            route_dlq[(d["partition"], d["offset"])][d["reason"]] += 1
+
+    applied = unwitnessed = valid_dead = 0
+    for sym, price, ts in obs.valid_ticks:
+        w = by_witness.get(witness_id(sym), [])
+        i = bisect.bisect_left(w, (ts, ""))
+        if i < len(w) and w[i][1] in good_at:
+            applied += 1
+        elif late_dlq.get((sym, price, ts)):
+            valid_dead += 1
+        elif i >= len(w):
+            unwitnessed += 1
+    # Valid ticks the route agent rejected would show here (a record of valid ticks with dlq records).
+    valid_rejected = sum(sum(c.values()) for po, c in route_dlq.items()
+                         if po in obs.valid_records and po not in {(p, o) for p, o, _ in obs.route_garbage})
+
+    bad_sent = bad_dead = dup = wrong = 0
+    bad_lost: Counter[str] = Counter()
+
+    def match(expected: Iterable[str], got: Counter[str], kind: str) -> None:
+        nonlocal bad_sent, bad_dead, dup, wrong
+        exp = Counter(expected)
+        bad_sent += sum(exp.values())
+        for r, n in exp.items():
+            bad_dead += min(n, got[r])
+            if got[r] < n:
+                bad_lost[kind] += n - got[r]
+            dup += max(0, got[r] - n)
+        wrong += sum(n for r, n in got.items() if r not in exp)
+
+    for p, o, g in obs.route_garbage:
+        match(g.reasons, route_dlq.get((p, o), Counter()), g.kind)
+    for key, copies in obs.late:
+        match(["late"] * copies, Counter({"late": late_dlq.get(key, 0)}), "late")
+    for g in obs.feed_garbage:
+        n = int(_MARK.search(g.marker).group(1))
+        match(g.reasons, feed_dlq.get(n, Counter()), g.kind)
+    valid = len(obs.valid_ticks)
+    lost_valid = valid - applied - valid_dead - unwitnessed
+    return {
+        "sent": valid + bad_sent,
+        "valid": valid,
+        "invalid": bad_sent,
+        "applied": applied,
+        "dead_lettered": bad_dead + valid_dead,
+        "lost": lost_valid + sum(bad_lost.values()),
+        "valid_dead_lettered": valid_dead,
+        "valid_rejected": valid_rejected,
+        "unwitnessed": unwitnessed,
+        "dlq_duplicates": dup,
+        "dlq_wrong_reason": wrong,
+        "dlq_without_reason": no_reason,
+        "lost_by_kind": dict(bad_lost),
+    }
+
+
+def expected_pairs(obs: Observed) -> set[tuple[str, str]]:
+    """(event_id, channel) of every expected notification: a trigger event that fired, or that
+    re-armed in a scenario with notify_resolved, to each channel its scenario names."""
+    out: set[tuple[str, str]] = set()
+    for e in obs.expected_events:
+        channels, resolved = obs.notify.get(e["scenario"], ((), False))
+        if e["rule"] == "trigger" and (e["kind"] == "fired" or resolved):
+            out.update((e["event_id"], ch) for ch in channels)
+    return out
+
+
+def _notifications(obs: Observed, good_at: dict[str, float]) -> tuple[dict[str, Any], dict[tuple[str, str], float]]:
+    expected = expected_pairs(obs)
+    got: Counter[tuple[str, str]] = Counter()
+    settled: dict[tuple[str, str], float] = {}
+    for t, ids in obs.receipts:
+        for eid in ids:
+            got[(eid, HOOK)] += 1
+            settled.setdefault((eid, HOOK), t)
+    dead: set[tuple[str, str]] = set()
+    for t, raw in obs.notifications_dlq:
+        d = orjson.loads(raw)
+        for eid in d.get("event_ids", []):
+            dead.add((eid, d["channel"]))
+            settled.setdefault((eid, d["channel"]), t)
+    delivered = {p for p in expected if got[p]}
+    dead_only = (expected - delivered) & dead
+    return {
+        "expected": len(expected),
+        "delivered": len(delivered),
+        "duplicated": sum(n - 1 for p, n in got.items() if n > 1),
+        "dead_lettered": len(dead_only),
+        "lost": len(expected - delivered - dead_only),
+        "unexpected": sum(n for p, n in got.items() if p not in expected),
+    }, {p: settled.get(p, float("inf")) for p in expected}
+
+
+def _recovery(obs: Observed, good_at: dict[str, float], settled: dict[tuple[str, str], float]) -> dict[str, Any]:
+    # ``settled``: every expected (event, channel) pair -> when it was delivered or dead-lettered (inf: never).
+    """Seconds from the end of each fault until what it held up came through: every expected event
+    up to the last date sent before the end (pipeline faults), every expected notification of the
+    events out before the end (endpoint faults), the feed's next connection (feed drops)."""
+    evs = sorted(obs.expected_events, key=lambda e: e["ts_ms"])
+    ts_list = [e["ts_ms"] for e in evs]
+    prefix: list[float] = []
+    worst = 0.0
+    for e in evs:
+        worst = max(worst, good_at.get(e["event_id"], float("inf")))
+        prefix.append(worst)
+    acks = sorted(obs.date_acks)
+    ack_times = [t for t, _ in acks]
+    ev_at = {eid: t for eid, t in good_at.items()}
+    out: list[tuple[str, float | None]] = []
+    for f in obs.faults:
+        if f.kind.startswith("endpoint_"):
+            due = [t for (eid, _), t in settled.items() if ev_at.get(eid, float("inf")) <= f.end]
+            r = None if float("inf") in due else max([0.0] + [t - f.end for t in due])
+        elif f.kind == "feed_drop":
+            nxt = [t for t in obs.feed_connected if t >= f.start]
+            r = (min(nxt) - f.end) if nxt else None
+        else:
+            i = bisect.bisect_right(ack_times, f.end) - 1
+            if i < 0:
+                r = 0.0
+            else:
+                j = bisect.bisect_right(ts_list, acks[i][1]) - 1
+                caught = prefix[j] if j >= 0 else f.end
+                r = None if caught == float("inf") else max(0.0, caught - f.end)
+        out.append((f.kind, None if r is None else round(max(r, 0.0), 3)))
+    vals = [r for _, r in out if r is not None]
+    by_kind: dict[str, float] = {}
+    for k, r in out:
+        if r is not None:
+            by_kind[k] = max(by_kind.get(k, 0.0), r)
+    return {"max": max(vals) if vals else None, "median": round(statistics.median(vals), 3) if vals else None,
+            "never": sum(1 for _, r in out if r is None), "max_by_kind": by_kind}
+
+
+def verify(obs: Observed) -> dict[str, Any]:
+    """The report: ticks, events, notifications, faults by kind, recovery times."""
+    events, good_at = _events(obs)
+    ticks = _ticks(obs, good_at)
+    notes, settled = _notifications(obs, good_at)
+    return {
+        "ticks": ticks,
+        "events": events,
+        "notifications": notes,
+        "faults": dict(Counter(f.kind for f in obs.faults)),
+        "recovery_s": _recovery(obs, good_at, settled),
+        "worker_exits_unplanned": list(obs.worker_exits),
+    }
+
+
+def passed(report: dict[str, Any]) -> bool:
+    """Nothing lost, missing, duplicated or unexplained."""
+    t, e, n = report["ticks"], report["events"], report["notifications"]
+    return (t["lost"] == 0 and t["dlq_wrong_reason"] == 0 and t["dlq_without_reason"] == 0
+            and e["missing"] == 0 and e["duplicated"] == 0 and e["unexpected"] == 0
+            and n["lost"] == 0 and n["duplicated"] == 0 and n["unexpected"] == 0)

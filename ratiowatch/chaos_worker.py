@@ -1,0 +1,101 @@
+"""The worker process of the chaos run: the real Runtime and the real NotificationService, wired
+as a production worker is, in a process of its own so the chaos run can SIGKILL and restart it.
+
+    python -m ratiowatch.chaos_worker --broker kafka://127.0.0.1:PORT --config FILE --datadir DIR
+
+It prints ``ready`` once it owns its partitions, stops cleanly on SIGTERM, and keeps everything
+that must survive a kill where a production worker keeps it: state in the broker's changelog,
+delivered (event, channel) pairs in the SQLite dedup record, notices handed to the service and
+not yet settled in the notifier's inbox (both under ``--datadir``).
+
+It exists beside ``ratiowatch run`` (not instead of it) so the chaos run can tune what only a test
+wants tuned: a short consumer-group session, so a killed member is replaced in seconds rather than
+a minute, and a short notification retry policy, so a failing endpoint exhausts its retries within
+the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+__all__ = ["main", "CHAOS_RETRY", "APP_SETTINGS"]
+
+log = logging.getLogger(__name__)
+
+# faust: a killed member's partitions move after ``broker_session_timeout`` seconds.
+APP_SETTINGS: dict[str, Any] = {"broker_session_timeout": 6.0, "broker_heartbeat_interval": 1.0,
+                                "broker_rebalance_timeout": 20.0}
+# attempts, base delay, max delay, deadline, attempt timeout (s): a few seconds of trying.
+CHAOS_RETRY = (4, 0.3, 2.0, 12.0, 2.0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ratiowatch.chaos_worker", description=__doc__.split("\n")[0])
+    p.add_argument("--broker", required=True, metavar="URL")
+    p.add_argument("--config", required=True, metavar="FILE")
+    p.add_argument("--datadir", required=True, metavar="DIR")
+    p.add_argument("--partitions", type=int, default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("mode.timers", "faust.transport.producer"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from ratiowatch.config import load_config
+
+    config = load_config(args.config)
+    return asyncio.run(_main(args, config))
+
+
+async def _main(args: argparse.Namespace, config: Any) -> int:
+    from ratiowatch.agents.notify import install_notifier
+    from ratiowatch.notifiers import NotificationService, RetryPolicy
+    from ratiowatch.runtime import Runtime
+    from ratiowatch.streams import topics as T
+
+    os.makedirs(args.datadir, exist_ok=True)
+    rt = Runtime(config, broker_url=args.broker, partitions=args.partitions, datadir=args.datadir,
+                 app_settings=APP_SETTINGS)
+    out = {name: rt.app.topic(name, key_serializer="raw", value_serializer="raw", partitions=1)
+           for name in (T.DELIVERIES, T.NOTIFICATIONS_DLQ)}
+
+    async def publish(topic: str, key: bytes | None, value: bytes) -> None:
+        await out[topic].send(key=key, value=value)
+
+    a, base, most, deadline, timeout = CHAOS_RETRY
+    svc = NotificationService(config, publish, store_path=os.path.join(args.datadir, "notifications.sqlite"),
+                              retry=RetryPolicy(a, base, most, deadline, timeout))
+    kw: dict[str, Any] = {}
+    # The notifier's inbox (agents/notify.py) when this version of it has one.
+    if "inbox_path" in inspect.signature(install_notifier).parameters:
+        kw = {"pending": lambda: svc.pending, "inbox_path": os.path.join(args.datadir, "notify-inbox.sqlite")}
+    install_notifier(rt.app, rt.pipeline.events_topic, svc.handle, **kw)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await svc.start()
+    await rt.start()
+    print("ready", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await rt.stop()
+        await svc.stop()
+    c = rt.pipeline.counters
+    print(f"stopped: {c['ticks_in']} ticks in, {c['dead_lettered']} dead-lettered, {c['events']} events", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
