@@ -8,34 +8,45 @@ The agents are thin: parse, call the pure engine (agents/engine.py), write state
 I/O to people (email, Slack) never happens here: a separate consumer of ``events`` does it, so a
 slow channel cannot hold up crossings.
 
-Order of work for one batch of shard records (what makes a restart safe):
- 1. skip records this shard already applied (source offsets kept in the shard's state);
+Both stages take a fetched batch of records at a time from faust's consumer
+(``RatiowatchApp.consume_batches``): faust's one-event-per-record streams cost more than the
+whole work on a tick.
+
+Order of work (what makes a restart safe):
+ 1. skip shard records this shard already applied (source offsets kept in the shard's state);
  2. apply ticks in event-time groups; the newest group waits for a newer tick or the grace
     period, so ticks sharing a timestamp are applied together;
- 3. send the events;
- 4. write the changed scenario states and the shard's state (applied offsets, waiting ticks)
-    to the table's changelog;
- 5. faust flushes the producer before it commits the consumed offsets.
-A worker killed between 3 and 4 re-sends the same events (same event_id) after restart;
-consumers and the notifiers deduplicate by event_id. Nothing is lost.
+ 3. send the events; the batch is acknowledged;
+ 4. before faust commits offsets, after it has chosen them (``before_commit``, about once a
+    second, and on revocation and shutdown): write the changed scenario states and each shard's
+    state (applied offsets, waiting ticks) to the table's changelog, once per scenario however
+    many ticks touched it;
+ 5. faust flushes the producer, then commits the offsets chosen before 4.
+So a committed offset is always covered by a written state. A worker killed before 5 re-reads
+from its last commit, skips what its state had applied and re-applies the rest. The events that
+re-applying produces again were sent before the kill: a shard taken over reads back the events
+already on the topic and does not send those event_ids twice (``_load_emitted``). Nothing is lost
+or repeated; a write the producer gives up on stops the worker (``_StopOnLostWrite``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
 import faust
 import orjson
+from faust.sensors import Sensor
 
 from ratiowatch.config import Config
 from ratiowatch.streams import topics as T
-from ratiowatch.streams.ticks import Rejected, Tick, dlq_record, parse_ticks
+from ratiowatch.streams.ticks import Rejected, dlq_record, parse_rows
 
-from .engine import ScenarioEngine, ScenarioState, ShardEngine, group_by_ts
+from .engine import ScenarioEngine, ScenarioState, ShardEngine, TickRow, group_by_ts
 from .shards import ShardMap, decode_shard_record, encode_shard_record
 
 __all__ = ["Pipeline"]
@@ -43,34 +54,96 @@ __all__ = ["Pipeline"]
 log = logging.getLogger(__name__)
 
 SHARD_KEY_PREFIX = "~shard/"  # table key of a shard's own state; '~' sorts after scenario ids
+HISTORY_SUFFIX = "/history"   # table key of a scenario's past closes (ids cannot contain '/')
 REWRITE_AFTER_BYTES = 2 * 1024 * 1024
+# Shard records of a few thousand ticks: well under the producer's 1 MB request limit (~30 bytes
+# a tick), and orjson decodes small documents faster per tick (~200 ns against ~480 at 20,000).
+MAX_TICKS_PER_SHARD_RECORD = 2_000
+PERSIST_INTERVAL_S = 1.0
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _exit_now(exc: BaseException) -> None:
+    log.critical("a write to Kafka failed for good (%s: %s): stopping this worker at once so that it "
+                 "resumes from its last durable state", type(exc).__name__, exc)
+    logging.shutdown()
+    os._exit(70)  # not sys.exit(): faust would go on committing offsets on its way out
+
+
+class _StopOnLostWrite(Sensor):
+    """faust only logs a send the producer gave up on (a non-retriable error such as code 13, which
+    aiokafka 0.14 does not retry; a delivery timeout) and goes on. Here that would drop a routed
+    tick, an event or a state write silently while this worker's memory runs ahead of the topics.
+    So the worker stops before its consumer can commit past the lost write; restarted (compose's
+    restart policy), it resumes from the changelog and the committed offsets."""
+
+    def __init__(self, pipeline: "Pipeline") -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.pipeline.on_lost_write(exc)
+
+
+async def _events_on_topic(app: faust.App, partitions: int) -> dict[str, list[tuple[int, str]]]:
+    """scenario id -> (ts_ms, event_id) of every event on the ``events`` topic now."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth, server_list
+
+    conf = app.conf
+    consumer = AIOKafkaConsumer(bootstrap_servers=server_list(conf.broker, 9092), group_id=None,
+                                enable_auto_commit=False, client_id=f"{conf.id}-events-reader",
+                                **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(T.EVENTS, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        out: dict[str, list[tuple[int, str]]] = {}
+        todo = {tp for tp in tps if end[tp] > 0}
+        while todo:
+            for tp, records in (await consumer.getmany(*todo, timeout_ms=500)).items():
+                for r in records:
+                    if r.offset < end[tp]:
+                        try:
+                            ev = orjson.loads(r.value)
+                            out.setdefault(ev["scenario"], []).append((ev["ts_ms"], ev["event_id"]))
+                        except (orjson.JSONDecodeError, KeyError, TypeError):
+                            pass  # not an event of ours: nothing we could repeat
+            todo = {tp for tp in todo if await consumer.position(tp) < end[tp]}
+        log.info("read %d events back from %s", sum(map(len, out.values())), T.EVENTS)
+        return out
+    finally:
+        await consumer.stop()
+
+
 class _Shard:
     """In-memory state of one shard this worker owns; the table holds its durable copy."""
 
-    __slots__ = ("n", "engine", "states", "applied", "pending", "watermark", "last_arrival", "lock",
-                 "written", "last_written")
+    __slots__ = ("n", "engine", "states", "applied", "pending", "watermark", "last_arrival", "lock", "emitted",
+                 "dirty", "meta_dirty", "written", "last_written")
 
     def __init__(self, n: int, engine: ShardEngine) -> None:
         self.n = n
         self.engine = engine
         self.states: dict[str, ScenarioState] = {}
         self.applied: dict[str, int] = {}     # ticks partition -> last offset applied (str keys: JSON)
-        self.pending: list[Tick] = []          # the newest timestamp's ticks, waiting for their peers
+        self.pending: list[TickRow] = []       # the newest timestamp's ticks, waiting for their peers
         self.watermark = -1                    # newest event time evaluated
         self.last_arrival = 0.0
         self.lock = asyncio.Lock()
+        self.dirty: set[str] = set()           # scenarios changed since their state was last written
+        self.meta_dirty = False                # applied offsets or waiting ticks changed since then
         self.written = 0                       # changelog bytes this worker wrote for the shard
-        self.last_written: dict[str, int] = {} # scenario id -> ``written`` when it was last written
+        self.last_written: dict[tuple[str, bool], int] = {}  # (scenario id, history?) -> ``written`` then
+        self.emitted: set[str] | None = None   # ids already on ``events`` that re-applied ticks may repeat
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": 1, "applied": self.applied, "pending": [[t.symbol, t.price, t.ts_ms] for t in self.pending],
-                "watermark": self.watermark}
+        return {"v": 1, "applied": self.applied, "pending": self.pending, "watermark": self.watermark}
 
 
 class Pipeline:
@@ -94,6 +167,7 @@ class Pipeline:
         self.seed = seed or {}  # warm-start states, used for scenarios the table has no state for
         self.counters: Counter[str] = Counter()
         self._owned: dict[int, _Shard] = {}
+        self._on_topic: asyncio.Future[dict[str, list[tuple[int, str]]]] | None = None  # see _load_emitted
         self._dirty_status: set[tuple[int, str]] = set()
 
         self.ticks_topic = app.topic(T.TICKS, key_type=bytes, value_type=bytes, value_serializer="raw",
@@ -105,35 +179,69 @@ class Pipeline:
         self.table = app.Table(T.STATE_TABLE, partitions=shards, key_type=bytes, value_type=bytes,
                                help="scenario id -> state; ~shard/N -> the shard's offsets and waiting ticks")
 
-        app.agent(self.ticks_topic, name="ratiowatch.route")(self._route)
-        app.agent(self.shard_topic, name="ratiowatch.evaluate")(self._evaluate)
+        if not hasattr(app, "consume_batches"):
+            raise TypeError("Pipeline needs an app from ratiowatch.streams.app.create_app (batch delivery)")
+        app.consume_batches(self.ticks_topic, self._route)
+        app.consume_batches(self.shard_topic, self._evaluate)
+        app.before_commit.append(self.persist)
         app.timer(max(self.grace_s, 0.005), name="ratiowatch.grace")(self._grace_timer)
+        # Also without commits (the grace timer applied the last ticks of a quiet feed).
+        app.timer(PERSIST_INTERVAL_S, name="ratiowatch.persist")(self.persist)
+        app.on_before_shutdown.connect(self._on_shutdown)
         if on_status is not None:
             app.timer(status_interval_s, name="ratiowatch.status")(self._status_timer)
         app.on_partitions_revoked.connect(self._on_revoked)
+        self.on_lost_write: Callable[[BaseException], None] = _exit_now  # tests may replace it
+        app.sensors.add(_StopOnLostWrite(self))
+        app.on_partitions_assigned.connect(self._on_assigned)
 
     # --- ticks -> shard topic -----------------------------------------------------------------
 
-    async def _route(self, stream: faust.StreamT) -> None:
-        async for events in stream.take_events(self.batch, within=0.002):
-            routed: dict[tuple[int, int], list[Tick]] = {}
-            last_offset: dict[int, int] = {}
-            now = _now_ms()
-            for ev in events:
-                msg = ev.message
-                self.counters["records_in"] += 1
-                good, bad = parse_ticks(ev.value, self.known, self.config.settings.signed_symbols)
-                self.counters["ticks_in"] += len(good) + len(bad)
-                for rej in bad:
-                    await self._dead_letter(rej, msg.partition, msg.offset, now)
-                last_offset[msg.partition] = msg.offset
-                for n, ticks in self.map.route(good).items():
-                    routed.setdefault((msg.partition, n), []).extend(ticks)
-                self.counters["ticks_routed"] += len(good)
-            for (p, n), ticks in routed.items():
-                self.counters["shard_copies_sent"] += len(ticks)
-                await self.shard_topic.send(key=b"%d" % n, value=encode_shard_record(p, last_offset[p], ticks),
-                                            partition=n)
+    async def _route(self, partition: int, records: list[Any]) -> None:
+        """One fetched batch of ``ticks`` records of one partition -> one shard record per shard."""
+        now = _now_ms()
+        known, signed = self.known, self.config.settings.signed_symbols
+        routed: dict[int, list[TickRow]] = {}
+        ticks_in = good_n = since_check = 0
+        for rec in records:
+            good, bad = parse_rows(rec.value, known, signed)
+            ticks_in += len(good) + len(bad)
+            good_n += len(good)
+            for rej in bad:
+                await self._dead_letter(rej, partition, rec.offset, now)
+            self.map.route(good, routed)
+            since_check += len(good)
+            if since_check >= MAX_TICKS_PER_SHARD_RECORD:
+                since_check = 0
+                for n, rows in routed.items():
+                    if len(rows) >= MAX_TICKS_PER_SHARD_RECORD:
+                        await self._send_shard(n, partition, rec.offset, rows)
+                        routed[n] = []
+        for n, rows in routed.items():
+            if rows:
+                await self._send_shard(n, partition, records[-1].offset, rows)
+        c = self.counters
+        c["records_in"] += len(records)
+        c["ticks_in"] += ticks_in
+        c["ticks_routed"] += good_n
+
+    async def _send_shard(self, n: int, partition: int, offset: int, rows: list[TickRow]) -> None:
+        # (partition, offset) is the last ticks record these rows come from: chunks of one batch
+        # carry increasing offsets, so the shard's "already applied" check stays exact.
+        self.counters["shard_copies_sent"] += len(rows)
+        self.counters["shard_records_sent"] += 1
+        await self._send(T.SHARD_TICKS, b"%d" % n, encode_shard_record(partition, offset, rows), n)
+
+    async def _send(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+        # Straight to the producer: faust's Topic.send builds a FutureMessage, a PendingMessage and
+        # sensor callbacks around each record (~40 µs); these records need none of it. A failed
+        # delivery still stops the worker, as the sensor does for faust's sends.
+        fut = await self.app.producer.send(topic, key, value, partition, None, None)
+        fut.add_done_callback(self._check_delivery)
+
+    def _check_delivery(self, fut: Any) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.on_lost_write(fut.exception())
 
     async def _dead_letter(self, rej: Rejected, partition: int | None, offset: int | None, now: int) -> None:
         self.counters["dead_lettered"] += 1
@@ -150,52 +258,99 @@ class Pipeline:
             saved = self._get(f"{SHARD_KEY_PREFIX}{n}".encode())
             if saved:
                 sh.applied = dict(saved["applied"])
-                sh.pending = [Tick(s, p, ts) for s, p, ts in saved["pending"]]
+                sh.pending = list(saved["pending"])
                 sh.watermark = saved["watermark"]
             for sc in self.map.scenarios[n]:
                 e = sh.engine.engines[sc.id]
                 d = self._get(sc.id.encode())
-                if d:
+                if d and d.get("v") == 1:  # written whole, by an earlier version
                     sh.states[sc.id] = ScenarioState.from_dict(d, e.keep)
+                    sh.dirty.add(sc.id)
+                elif d:
+                    history = self._get((sc.id + HISTORY_SUFFIX).encode())
+                    sh.states[sc.id] = st = ScenarioState.from_parts(d, history, e.keep)
+                    # Their copies are somewhere in the changelog: count them as written at its
+                    # start, so they are re-written before the broker's retention can drop them.
+                    sh.last_written[(sc.id, False)] = 0
+                    if not st.history_changed:
+                        sh.last_written[(sc.id, True)] = 0
+                    else:
+                        sh.dirty.add(sc.id)
                 elif sc.id in self.seed:
                     sh.states[sc.id] = ScenarioState.from_dict(self.seed[sc.id].to_dict(), e.keep)
-                    sh.last_written[sc.id] = -REWRITE_AFTER_BYTES - 1  # persist it with the next write
+                    sh.dirty.add(sc.id)  # written with the next state write
             self._owned[n] = sh
         return sh
 
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
-        # Another worker takes these shards over from the changelog; forget our copy.
+        # Another worker takes these shards over from the changelog: write what is not written
+        # yet (faust has usually just done so through its commit), then forget our copy.
+        wrote = False
+        self._on_topic = None  # shards taken over later must see what was sent until then
         for tp in revoked:
-            if tp.topic == T.SHARD_TICKS:
-                self._owned.pop(tp.partition, None)
-
-    async def _evaluate(self, stream: faust.StreamT) -> None:
-        async for events in stream.take_events(self.batch, within=0.002):
-            by_shard: dict[int, list[Any]] = {}
-            for ev in events:
-                by_shard.setdefault(ev.message.partition, []).append(ev.value)
-            for n, values in by_shard.items():
-                sh = self._shard(n)
+            if tp.topic == T.SHARD_TICKS and tp.partition in self._owned:
+                sh = self._owned[tp.partition]
                 async with sh.lock:
-                    for raw in values:
-                        p, o, ticks, _ = decode_shard_record(raw)
-                        key = str(p)
-                        self.counters["shard_copies_in"] += len(ticks)
-                        if o <= sh.applied.get(key, -1):
-                            self.counters["duplicates_skipped"] += len(ticks)
-                            continue
-                        sh.applied[key] = o
-                        await self._admit(sh, ticks)
-                    sh.last_arrival = time.monotonic()
-                    await self._flush(sh, final=False)
+                    wrote = await self._persist(sh) or wrote
+                    self._owned.pop(tp.partition, None)
+        if wrote:
+            await self.app.producer.flush()
 
-    async def _admit(self, sh: _Shard, ticks: list[Tick]) -> None:
+    async def _on_shutdown(self, sender: Any, **_: Any) -> None:
+        await self.persist()  # faust flushes the producer right after this signal
+
+    async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
+        shards = sorted(tp.partition for tp in assigned if tp.topic == T.SHARD_TICKS)
+        log.info("this worker owns shards %s of %d", ",".join(map(str, shards)) or "none", self.shards)
+
+    async def _evaluate(self, n: int, records: list[Any]) -> None:
+        """One fetched batch of shard records of shard ``n``: admit, apply, emit (state is written
+        later, see the module docstring)."""
+        sh = self._shard(n)
+        async with sh.lock:
+            if sh.emitted is None:
+                await self._load_emitted(sh)
+            copies = skipped = 0
+            for rec in records:
+                p, o, ticks, _ = decode_shard_record(rec.value)
+                key = str(p)
+                copies += len(ticks)
+                if o <= sh.applied.get(key, -1):
+                    skipped += len(ticks)
+                    continue
+                sh.applied[key] = o
+                await self._admit(sh, ticks)
+            self.counters["shard_copies_in"] += copies
+            if skipped:
+                self.counters["duplicates_skipped"] += skipped
+            sh.meta_dirty = True
+            sh.last_arrival = time.monotonic()
+            await self._flush(sh, final=False)
+
+    async def _load_emitted(self, sh: _Shard) -> None:
+        """The events of the shard's scenarios that are on the topic and that ticks re-applied
+        after a restart could produce again: a worker killed after sending events and before its
+        state write re-applies those ticks. Their event time is at least the written watermark
+        minus the allowed lateness (older ticks are dead-lettered as late), so those are the ones
+        kept. The topic is read once per assignment, by the first shard that needs it; events are
+        crossings, few enough to read whole."""
+        if self._on_topic is None:
+            self._on_topic = asyncio.ensure_future(_events_on_topic(self.app, self.shards))
+        by_scenario = await asyncio.shield(self._on_topic)
+        since = sh.watermark - self.lateness_ms if sh.watermark >= 0 else -1
+        sh.emitted = {eid for sid in sh.engine.engines for ts, eid in by_scenario.get(sid, ()) if ts >= since}
+
+    async def _admit(self, sh: _Shard, ticks: list[TickRow]) -> None:
+        if sh.watermark < 0:
+            sh.pending.extend(ticks)
+            return
+        oldest = sh.watermark - self.lateness_ms
         now = _now_ms()
         for t in ticks:
-            if sh.watermark >= 0 and t.ts_ms < sh.watermark - self.lateness_ms:
-                await self._dead_letter(Rejected("late", f"event time {t.ts_ms} is more than "
+            if t[2] < oldest:
+                await self._dead_letter(Rejected("late", f"event time {t[2]} is more than "
                                                  f"{self.lateness_ms} ms behind {sh.watermark}",
-                                                 {"symbol": t.symbol, "price": t.price, "ts_ms": t.ts_ms}),
+                                                 {"symbol": t[0], "price": t[1], "ts_ms": t[2]}),
                                         None, None, now)
                 continue
             sh.pending.append(t)
@@ -203,40 +358,68 @@ class Pipeline:
     async def _flush(self, sh: _Shard, *, final: bool) -> None:
         """Apply the waiting ticks: every timestamp older than the newest (or all, if ``final``)."""
         if not sh.pending:
-            await self._persist(sh, ())
             return
         groups = group_by_ts(sh.pending)
         ready = groups if final else groups[:-1]
+        if not ready:
+            return
         sh.pending = [] if final else groups[-1][1]
-        out: list[dict[str, Any]] = []
+        sh.meta_dirty = True
         touched: set[str] = set()
-        for ts, ticks in ready:
-            events, changed = sh.engine.apply(sh.states, ts, ticks)
-            out.extend(events)
-            touched |= changed
-            self.counters["shard_ticks_applied"] += len(ticks)
-            if ts > sh.watermark:
-                sh.watermark = ts
+        out = sh.engine.apply_groups(sh.states, ready, touched)
+        if ready[-1][0] > sh.watermark:
+            sh.watermark = ready[-1][0]
+        self.counters["shard_ticks_applied"] += sum(len(ticks) for _, ticks in ready)
+        sh.dirty |= touched
         for ev in out:
+            if ev["event_id"] in sh.emitted:  # re-applied after a restart, and already sent then
+                sh.emitted.discard(ev["event_id"])
+                self.counters["events_not_repeated"] += 1
+                continue
             await self.events_topic.send(key=ev["scenario"].encode(), value=orjson.dumps(ev))
             self.counters["events"] += 1
             if self.on_event is not None:
                 r = self.on_event(ev)
                 if asyncio.iscoroutine(r):
                     await r
-        await self._persist(sh, touched)
         if self.on_status is not None:
             self._dirty_status.update((sh.n, sid) for sid in touched)
 
-    async def _persist(self, sh: _Shard, touched: Any) -> None:
+    async def persist(self) -> None:
+        """Write every owned shard's changed state to the changelog (see the module docstring)."""
+        for sh in list(self._owned.values()):
+            async with sh.lock:
+                if self._owned.get(sh.n) is sh:  # not revoked while we waited: the new owner writes it now
+                    await self._persist(sh)
+
+    async def _persist(self, sh: _Shard) -> bool:
+        """Write the shard's changed scenarios (the live part; the history part when it changed)
+        and its own state. Returns whether anything was written."""
         # The embedded broker keeps only the newest 5 MB of a partition and cannot compact, so a
-        # state written long ago would vanish from the changelog: re-write any state whose last
+        # state written long ago would vanish from the changelog: re-write any part whose last
         # copy is older than half that window.
-        stale = [sid for sid, at in sh.last_written.items() if sh.written - at > REWRITE_AFTER_BYTES]
-        for sid in set(touched).union(stale):
-            sh.written += await self._put(sh.n, sid.encode(), sh.states[sid].to_dict())
-            sh.last_written[sid] = sh.written
+        stale = [k for k, at in sh.last_written.items() if sh.written - at > REWRITE_AFTER_BYTES]
+        if not (sh.dirty or sh.meta_dirty or stale):
+            return False
+        dirty, sh.dirty = sh.dirty, set()
+        for sid in dirty:
+            st = sh.states[sid]
+            if st.history_changed:
+                await self._put_part(sh, sid, True, st.history_dict())
+                st.history_changed = False
+            await self._put_part(sh, sid, False, st.live_dict())
+        for sid, history in stale:
+            if sid not in dirty:
+                st = sh.states[sid]
+                await self._put_part(sh, sid, history, st.history_dict() if history else st.live_dict())
         sh.written += await self._put(sh.n, f"{SHARD_KEY_PREFIX}{sh.n}".encode(), sh.to_dict())
+        sh.meta_dirty = False
+        return True
+
+    async def _put_part(self, sh: _Shard, sid: str, history: bool, value: dict[str, Any]) -> None:
+        key = (sid + HISTORY_SUFFIX) if history else sid
+        sh.written += await self._put(sh.n, key.encode(), value)
+        sh.last_written[(sid, history)] = sh.written
 
     async def _put(self, partition: int, key: bytes, value: dict[str, Any]) -> int:
         # Written with the shard's partition explicitly: the table is co-partitioned with the shard
@@ -245,7 +428,8 @@ class Pipeline:
         # back-pressure here instead of overflowing faust's buffer.
         raw = orjson.dumps(value)
         self.table.data[key] = raw
-        await self.table.changelog_topic.send(key=key, value=raw, partition=partition)
+        self.counters["state_writes"] += 1
+        await self._send(self.table.changelog_topic.get_topic_name(), key, raw, partition)
         return len(raw) + len(key)
 
     def _get(self, key: bytes) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ scenario.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import orjson
 
@@ -44,11 +44,13 @@ class ShardMap:
     def symbols(self) -> frozenset[str]:
         return frozenset(self.by_symbol)
 
-    def route(self, ticks: Iterable[Tick]) -> dict[int, list[Tick]]:
-        """Split ticks by destination shard, keeping arrival order within each shard."""
-        out: dict[int, list[Tick]] = {}
+    def route(self, ticks: Iterable[Sequence[Any]], into: dict[int, list[Any]] | None = None) -> dict[int, list[Any]]:
+        """Split ticks by destination shard, keeping arrival order within each shard (appended to
+        ``into`` when given, so a whole batch of records fills one dict)."""
+        out: dict[int, list[Any]] = {} if into is None else into
+        by_symbol = self.by_symbol
         for t in ticks:
-            for n in self.by_symbol.get(t.symbol, ()):
+            for n in by_symbol.get(t[0], ()):
                 lst = out.get(n)
                 if lst is None:
                     lst = out[n] = []
@@ -56,17 +58,21 @@ class ShardMap:
         return out
 
 
-def encode_shard_record(src_partition: int, src_offset: int, ticks: list[Tick], produced_ms: list[int] | None = None) -> bytes:
+def encode_shard_record(src_partition: int, src_offset: int, ticks: Sequence[Sequence[Any]],
+                        produced_ms: list[int] | None = None) -> bytes:
     """``src`` names the ``ticks`` record(s) the ticks came from: the consumer of the shard topic
     skips what it has already applied after a restart. ``produced_ms`` (optional, per tick) carries
-    the producer's timestamp for latency measurement."""
-    doc: dict[str, Any] = {"p": src_partition, "o": src_offset,
-                           "t": [[t.symbol, t.price, t.ts_ms] for t in ticks]}
+    the producer's timestamp for latency measurement. Ticks are (symbol, price, ts_ms) rows."""
+    # Plain tuples and lists go to orjson as they are (a Tick, a NamedTuple, it would refuse).
+    rows = ticks if not ticks or type(ticks[0]) is not Tick else [tuple(t) for t in ticks]
+    doc: dict[str, Any] = {"p": src_partition, "o": src_offset, "t": rows}
     if produced_ms is not None:
         doc["pm"] = produced_ms
     return orjson.dumps(doc)
 
 
-def decode_shard_record(raw: bytes) -> tuple[int, int, list[Tick], list[int] | None]:
+def decode_shard_record(raw: bytes) -> tuple[int, int, list[list[Any]], list[int] | None]:
+    """(source partition, source offset, ticks as [symbol, price, ts_ms] lists, produce times):
+    the engine reads ticks by position, so no object is built per tick."""
     d = orjson.loads(raw)
-    return d["p"], d["o"], [Tick(s, p, ts) for s, p, ts in d["t"]], d.get("pm")
+    return d["p"], d["o"], d["t"], d.get("pm")

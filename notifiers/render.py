@@ -311,7 +311,8 @@ def render(medium: str, notices: Sequence[Notice], tz: str = "America/New_York",
         title, line = render_push(notices, tz)
         return Message(title, line, "text")
     if medium == "json":
-        return Message(render_push(notices, tz)[0], render_json(notices, tz), "text")
+        # Webhooks for services (json://, form://, xml://) carry attachments base64-encoded: the chart goes too.
+        return Message(render_push(notices, tz)[0], render_json(notices, tz), "text", wants_chart=True)
     if medium == "text":
         return Message(_heading([facts(n, tz) for n in notices]), render_text(notices, tz), "text")
     raise ValueError(f"unknown medium {medium!r}")

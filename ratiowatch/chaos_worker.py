@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import inspect
 import logging
 import os
 import signal
@@ -74,11 +73,8 @@ async def _main(args: argparse.Namespace, config: Any) -> int:
     a, base, most, deadline, timeout = CHAOS_RETRY
     svc = NotificationService(config, publish, store_path=os.path.join(args.datadir, "notifications.sqlite"),
                               retry=RetryPolicy(a, base, most, deadline, timeout))
-    kw: dict[str, Any] = {}
-    # The notifier's inbox (agents/notify.py) when this version of it has one.
-    if "inbox_path" in inspect.signature(install_notifier).parameters:
-        kw = {"pending": lambda: svc.pending, "inbox_path": os.path.join(args.datadir, "notify-inbox.sqlite")}
-    install_notifier(rt.app, rt.pipeline.events_topic, svc.handle, **kw)
+    install_notifier(rt.app, rt.pipeline.events_topic, svc.handle, pending=lambda: svc.pending,
+                     inbox_path=os.path.join(args.datadir, "notify-inbox.sqlite"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -27,6 +27,8 @@ from ratiowatch.notifiers.dedup import DeliveryLog
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.topics import DELIVERIES, NOTIFICATIONS_DLQ
 
+import peers  # a helper module in tests/, which pytest puts on sys.path
+
 pytestmark = pytest.mark.broker
 
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05, deadline_s=30, attempt_timeout_s=20)
@@ -84,10 +86,11 @@ def attempts_of(records, event_id, channel):
 
 # ------------------------------------------------------------------ peers
 
-class HttpPeer:
+class HttpPeer(peers.HttpPeer):
     """Answers each request with the next scripted status, then ``then``."""
 
     def __init__(self, statuses=(), then=200):
+        super().__init__()
         self.statuses, self.then = list(statuses), then
         self.seen: list[tuple[int, bytes]] = []
 
@@ -96,15 +99,6 @@ class HttpPeer:
         status = self.statuses.pop(0) if self.statuses else self.then
         self.seen.append((status, body))
         return web.json_response({}, status=status)
-
-    async def start(self) -> int:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]
 
     @property
     def accepted(self) -> list[bytes]:

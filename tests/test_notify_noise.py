@@ -16,12 +16,17 @@ from aiohttp import web
 from ratiowatch.config import parse_config
 from ratiowatch.notifiers import NotificationService, RetryPolicy
 
+import peers  # a helper module in tests/, which pytest puts on sys.path
+
 NY = ZoneInfo("America/New_York")
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05, deadline_s=30, attempt_timeout_s=20)
 
 
-class HttpPeer:
+class HttpPeer(peers.HttpPeer):
+    """Records bodies; holds each answer while ``hold`` is set (a stalled channel)."""
+
     def __init__(self):
+        super().__init__()
         self.bodies: list[bytes] = []
         self.got = asyncio.Event()
         self.hold: asyncio.Event | None = None
@@ -33,15 +38,6 @@ class HttpPeer:
         self.bodies.append(body)
         self.got.set()
         return web.json_response({})
-
-    async def start(self) -> int:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]
 
     def event_ids(self) -> list[list[str]]:
         return [[e["event_id"] for e in json.loads(json.loads(b)["message"])["events"]] for b in self.bodies]

@@ -1,0 +1,111 @@
+"""Several workers on one broker split the shards; when one is killed the other takes its shards
+over, recovers their state from the changelog, and no event is lost or repeated."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pytest
+from kafka import KafkaProducer
+
+from ratiowatch.backtest import run_backtest
+from ratiowatch.config import load_config
+from ratiowatch.streams import topics as T
+from ratiowatch.streams.app import ensure_topics
+from ratiowatch.streams.broker import EmbeddedBroker
+from ratiowatch.streams.history import daily_ticks, load_history
+from ratiowatch.streams.readback import read_topic
+from ratiowatch.streams.ticks import encode_ticks
+
+pytestmark = pytest.mark.broker
+RW = str(Path(sys.executable).with_name("ratiowatch"))
+
+
+class Worker:
+    """`ratiowatch -v run --broker URL --no-sim` in its own process, its log collected."""
+
+    def __init__(self, url: str, cwd: Path) -> None:
+        env = dict(os.environ, RATIOWATCH_SESSION_TIMEOUT_S="6")
+        self.proc = subprocess.Popen([RW, "-v", "run", "--broker", url, "--no-sim"], cwd=cwd, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def shards(self) -> set[int] | None:
+        owned = [m.group(1) for line in self.lines if (m := re.search(r"owns shards ([\d,]*|none) of", line))]
+        if not owned:
+            return None
+        return set() if owned[-1] == "none" else {int(s) for s in owned[-1].split(",")}
+
+
+def _events(bootstrap: str) -> list[dict]:
+    return [orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, T.EVENTS)]
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_is_killed(tmp_path, history_dir):
+    cfg = load_config()
+    history = load_history(history_dir, cfg.symbols).filter(pl.col("date") >= date(2012, 1, 1))
+    expected = run_backtest(cfg, history).events
+    groups = list(daily_ticks(history, cfg.settings.session_timezone))
+    half = len(groups) // 2
+    mid_ts = groups[half - 1][1][0].ts_ms
+
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker, cfg.settings.partitions)
+        a, b = Worker(broker.url, tmp_path), Worker(broker.url, tmp_path)
+        try:
+            _wait(lambda: a.shards() and b.shards() and not (a.shards() & b.shards())
+                  and len(a.shards() | b.shards()) == cfg.settings.partitions, 90, "both workers to own shards")
+            split = (a.shards(), b.shards())
+            producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(3, 0), linger_ms=5)
+
+            def send(part):
+                for _, ticks in part:
+                    producer.send(T.TICKS, key=b"history", value=encode_ticks(ticks))
+                producer.flush()
+
+            send(groups[:half])
+            first = [e for e in expected if e["ts_ms"] <= mid_ts]
+            _wait(lambda: len(_events(broker.bootstrap)) >= len(first), 120, "the first half's events")
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait(timeout=10)
+            send(groups[half:])
+            _wait(lambda: b.shards() == set(range(cfg.settings.partitions)), 90, "the survivor to take every shard")
+            _wait(lambda: len({e["event_id"] for e in _events(broker.bootstrap)}) >= len(expected), 180,
+                  "every expected event")
+            time.sleep(2)  # anything repeated would arrive now
+            got = _events(broker.bootstrap)
+        finally:
+            for w in (a, b):
+                if w.proc.poll() is None:
+                    w.proc.send_signal(signal.SIGTERM)
+                    w.proc.wait(timeout=60)
+    assert split[0] and split[1], f"the shards were not split: {split}"
+    ids = [e["event_id"] for e in got]
+    repeated = len(ids) - len(set(ids))
+    assert repeated == 0, f"{repeated} events were emitted twice"
+    by_id = {e["event_id"]: e for e in got}
+    assert [by_id.get(e["event_id"]) for e in expected] == expected
+    assert len(got) == len(expected)
