@@ -48,7 +48,7 @@ class ScenarioState:
         self.metrics: dict[str, float | None] = {}       # rule name -> latest metric
         self.evaluated_ts: int = -1                      # event time of the last evaluation
         self.offset: int = -1                            # last applied offset of the shard topic
-        self.last_event: dict[str, Any] | None = None    # the latest event (for status)
+        self.last_event: dict[str, Any] | None = None    # the trigger's latest event (for status)
         self.history_changed = True                      # past closes or last event differ from the stored copy
 
     def to_dict(self) -> dict[str, Any]:
@@ -310,7 +310,8 @@ class ScenarioEngine:
                              self.windows(state) if is_trigger else {},
                              self.confirmations(state) if is_trigger else None)
             events.append(ev)
-            state.last_event = ev
+            if is_trigger:
+                state.last_event = ev  # the status card's "last crossing" is the trigger's
             state.history_changed = True
         return events
 

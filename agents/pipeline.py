@@ -302,6 +302,9 @@ class Pipeline:
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
         shards = sorted(tp.partition for tp in assigned if tp.topic == T.SHARD_TICKS)
         log.info("this worker owns shards %s of %d", ",".join(map(str, shards)) or "none", self.shards)
+        # The live page shows every scenario from the start (warm-started ones with their readings),
+        # not only those a tick has touched since.
+        self._dirty_status.update((n, sc.id) for n in shards for sc in self.map.scenarios[n])
 
     async def _evaluate(self, n: int, records: list[Any]) -> None:
         """One fetched batch of shard records of shard ``n``: admit, apply, emit (state is written
@@ -445,11 +448,16 @@ class Pipeline:
                     await self._flush(sh, final=True)
 
     async def _status_timer(self) -> None:
+        # A shard's state may only be loaded once the table has recovered it from the changelog.
+        if not self.app.tables.recovery.completed.is_set():
+            return
         dirty, self._dirty_status = self._dirty_status, set()
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == T.SHARD_TICKS}
         for n, sid in dirty:
-            sh = self._owned.get(n)
-            if sh is not None and sid in sh.states:
-                self.on_status(sh.engine.engines[sid].status(sh.states[sid]))
+            if n in assigned:
+                sh = self._shard(n)
+                e = sh.engine.engines[sid]
+                self.on_status(e.status(sh.states.get(sid) or e.new_state()))
 
     # --- queries ------------------------------------------------------------------------------
 

@@ -1,15 +1,18 @@
 """``ratiowatch bench``: ratiowatch against the bare-consumer limit and the faust idiom, on the same
-broker and the same generated ticks, plus latency, memory and scaling with the scenario count.
+embedded broker and the same generated ticks, plus latency, memory and scaling with scenarios.
 
-Each phase runs in a fresh worker process (:mod:`ratiowatch.bench_phases`) fed by this process
-(:mod:`ratiowatch.bench_feed`); the engine phases each get a fresh embedded broker too, so no
-state, topic or warm cache carries over. Every phase checks its count: the ticks the worker
-processed must equal the ticks sent, or the bench fails.
+Each phase runs in a fresh worker process (:mod:`ratiowatch.bench_phases`) fed from this process
+(:mod:`ratiowatch.bench_feed`); every engine phase also gets a fresh embedded broker, so no state,
+topic or warm cache carries over. Every phase checks its count: the ticks the worker processed
+must equal the ticks sent (and, for the engine, every routed tick must have been applied and
+every event read back), or the bench fails with :class:`BenchError`.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import platform
 import time
 from typing import Any, Callable
 
@@ -20,22 +23,22 @@ from ratiowatch.streams.broker import EmbeddedBroker
 from .bench_feed import EventTimer, feed, percentiles
 from .bench_market import BenchMarket, Record, batch_records, single_records
 
-__all__ = ["BenchError", "run_bench", "format_table", "DEFAULTS"]
+__all__ = ["BenchError", "DEFAULTS", "run_bench", "format_table"]
 
 DEFAULTS: dict[str, Any] = {
     "ticks": 320_000,
     "scenarios": (10, 1_000, 10_000),
-    "main_scenarios": 500,     # shipped + generated, over main_symbols
-    "main_symbols": 500,
-    "scaling_symbols": 2_000,
+    "symbols": 500,            # the main stream's universe; each symbol feeds one generated ratio
+    "scaling_symbols": 2_000,  # the universe of the by-scenarios runs
     "batch": 200,              # ticks per vendor record
     "partitions": 8,
-    "baseline_ticks": 40_000,  # the faust idiom is slow: a smaller fixed count keeps the run short
+    "baseline_ticks": 40_000,  # the faust idiom runs ~100x slower: a smaller fixed count keeps the run short
     "latency_rate": 10_000,    # ticks/s offered in the latency phase
     "latency_seconds": 8.0,
+    "latency_batch": 100,      # ticks per record in the latency phase (a record every 10 ms)
     "seed": 7,
 }
-WINDOW_BYTES_PER_PARTITION = 2 * 1024 * 1024  # well inside the embedded broker's 5 MB
+WINDOW_BYTES_PER_PARTITION = 2 * 1024 * 1024  # unread ticks the feeder allows: well inside the broker's 5 MB
 
 
 class BenchError(RuntimeError):
@@ -45,23 +48,27 @@ class BenchError(RuntimeError):
 def _spawn(kind: str, spec: dict[str, Any]) -> tuple[Any, Any, Any]:
     from . import bench_phases
 
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("spawn")  # a fresh interpreter: nothing of this process (its broker threads) leaks in
     progress = ctx.Value("q", 0, lock=False)
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=bench_phases.child_main, args=(kind, spec, child, progress), daemon=True)
     proc.start()
+    child.close()
     return proc, parent, progress
 
 
-def _expect(conn: Any, proc: Any, what: str, timeout: float = 300.0) -> Any:
+def _expect(conn: Any, proc: Any, what: str, timeout: float = 600.0) -> Any:
     deadline = time.monotonic() + timeout
     while not conn.poll(0.05):
-        if not proc.is_alive():
+        if not proc.is_alive() and not conn.poll(0):
             raise BenchError(f"the {what} worker exited with code {proc.exitcode}")
         if time.monotonic() > deadline:
             proc.kill()
             raise BenchError(f"the {what} worker did not answer within {timeout:g}s")
-    kind, payload = conn.recv()
+    try:
+        kind, payload = conn.recv()
+    except EOFError:
+        raise BenchError(f"the {what} worker exited with code {proc.exitcode}") from None
     if kind == "error":
         raise BenchError(f"the {what} worker failed: {payload}")
     return payload
@@ -77,126 +84,165 @@ def _phase(kind: str, what: str, spec: dict[str, Any], bootstrap: str, topic: st
                     on_sent=timer.on_sent if timer is not None else None)
         result = _expect(conn, proc, what)
     finally:
-        proc.join(30)
+        proc.join(60)
         if proc.is_alive():
             proc.kill()
     if result["ticks"] != sent["ticks"]:
         raise BenchError(f"{what}: the worker processed {result['ticks']} ticks of the {sent['ticks']} sent")
+    result.update(info)
     result["sent"] = sent["ticks"]
     result["records"] = sent["records"]
+    result["seconds"] = round(result["seconds"], 3)
     result["ticks_per_s"] = round(result["ticks"] / result["seconds"]) if result["seconds"] > 0 else None
-    result.update(info)
     return result
 
 
-def _engine_phase(what: str, market: BenchMarket, records: list[Record], partitions: int,
-                  rate: float | None = None, latency: bool = False, profile: str | None = None) -> dict[str, Any]:
+def _engine(what: str, market: BenchMarket, stream: list[Any], records: list[Record], partitions: int, *,
+            rate: float | None = None, latency: bool = False, profile: str | None = None) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         ensure_topics(broker, partitions)
         spec = {"url": broker.url, "partitions": partitions, "ticks": sum(r[3] for r in records),
-                "market": {"scenarios": market.n_scenarios, "symbols": market.n_symbols, "seed": market.seed,
-                           "ticks_per_session": market.ticks_per_session, "ticks_per_ms": market.ticks_per_ms},
-                "profile": profile}
+                "market": market.spec(), "profile": profile}
         timer = EventTimer(broker.bootstrap, T.EVENTS, partitions) if latency else None
         try:
-            result = _phase("engine", what, spec, broker.bootstrap, T.TICKS, records, partitions, rate, timer)
+            r = _phase("engine", what, spec, broker.bootstrap, T.TICKS, records, partitions, rate, timer)
         finally:
             if timer is not None:
                 timer.stop()
-        c = result["counters"]
-        applied, copies = c.get("shard_ticks_applied", 0), c.get("shard_copies_sent", 0)
-        if applied + c.get("dlq.late", 0) != copies:
-            raise BenchError(f"{what}: {applied} of {copies} routed ticks were applied")
-        if timer is not None:
-            result["latency_ms"] = percentiles(timer.latencies_ms)
-            result["latency_samples"] = len(timer.latencies_ms)
-            result["events_read"] = timer.events
-            if timer.events != c.get("events", 0):
-                raise BenchError(f"{what}: {timer.events} events read back of the {c.get('events', 0)} sent")
-        return result
+    c = r["counters"]
+    copies = c.get("shard_copies_sent", 0)
+    if c.get("shard_ticks_applied", 0) + c.get("dlq.late", 0) != copies or c.get("shard_copies_in", 0) != copies:
+        raise BenchError(f"{what}: {c.get('shard_ticks_applied', 0)} of {copies} routed ticks were applied")
+    if c.get("ticks_routed", 0) + c.get("dead_lettered", 0) - c.get("dlq.late", 0) != r["ticks"]:
+        raise BenchError(f"{what}: {r['ticks']} ticks in, but {c.get('ticks_routed', 0)} routed "
+                         f"and {c.get('dead_lettered', 0)} dead-lettered")
+    r["events"] = c.get("events", 0)
+    r["scenario_uses_per_tick"] = market.uses_per_tick(stream)
+    if timer is not None:
+        if timer.events != r["events"]:
+            raise BenchError(f"{what}: {timer.events} events read back of the {r['events']} sent")
+        r["latency_ms"] = percentiles(timer.latencies_ms)
+        r["latency_samples"] = len(timer.latencies_ms)
+        r["offered_ticks_per_s"] = rate
+    return r
+
+
+def _host() -> dict[str, Any]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine(),
+            "load_avg_1m_at_start": round(load, 2) if load is not None else None}
 
 
 def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DEFAULTS["scenarios"],
-              log: Callable[[str], None] = lambda s: None, **options: Any) -> dict[str, Any]:
-    """Every phase; returns {"limit", "baseline", "engine", "setup"} (see docs/performance.md)."""
+              log: Callable[[str], None] = lambda _: None, profile_dir: str | None = None,
+              **options: Any) -> dict[str, Any]:
+    """Every phase, in order; returns {"limit", "baseline", "engine", "setup"} (docs/performance.md)."""
     o = {**DEFAULTS, **options}
     P, B = o["partitions"], o["batch"]
-    log(f"generating {ticks} ticks over {o['main_symbols']} symbols, {o['main_scenarios']} scenarios")
-    market = BenchMarket(o["main_scenarios"], o["main_symbols"], seed=o["seed"])
+    host = _host()
+    # The main stream: the shipped scenarios plus one generated ratio per pair of symbols, so a
+    # tick feeds about one ratio, as in the peers' job ("latest price per symbol, ratio per tick").
+    market = BenchMarket(None, o["symbols"], seed=o["seed"])
+    log(f"generating {ticks:,} ticks over {len(market.symbols)} symbols ({len(market.config.scenarios)} scenarios)")
     stream = market.ticks(ticks)
     batches = batch_records(stream, B, P)
     singles = single_records(stream, P)
-    out: dict[str, Any] = {"setup": {
-        "ticks": ticks, "batch": B, "partitions": P, "scenarios": len(market.config.scenarios),
-        "symbols": len(market.symbols), "ticks_per_session": market.ticks_per_session,
-        "ticks_per_ms": market.ticks_per_ms, "cpus": mp.cpu_count()}}
-
-    # limit and baseline share one broker; each reads its own topic.
     nb = min(ticks, o["baseline_ticks"])
-    partner = _partners(market)
+    partner = market.partners()
+
+    # limit and baseline share one broker; each reads its own topics.
     with EmbeddedBroker() as broker:
         for name in ("bench.limit.batch", "bench.limit.single", "bench.baseline.batch", "bench.baseline.single"):
             broker.create_topic(name, P)
         for shape in ("batch", "single"):
             broker.create_topic(T.changelog("prices", f"bench-baseline-{shape}"), P)
-        log("limit: bare aiokafka consumer, vendor batches")
-        limit = _phase("limit", "limit", {"bootstrap": broker.bootstrap, "topic": "bench.limit.batch",
-                                          "partitions": P, "ticks": ticks},
-                       broker.bootstrap, "bench.limit.batch", batches, P)
-        log("limit: one tick per record")
-        limit["single_tick_records"] = _phase(
-            "limit", "limit (single)", {"bootstrap": broker.bootstrap, "topic": "bench.limit.single",
-                                        "partitions": P, "ticks": ticks},
-            broker.bootstrap, "bench.limit.single", singles, P)
-        base: dict[str, Any] = {}
-        for shape, recs in (("batch", batch_records(stream[:nb], B, P)), ("single", singles[:nb])):
-            log(f"baseline: faust idiom, {'vendor batches' if shape == 'batch' else 'one tick per record'}")
-            r = _phase("baseline", f"baseline ({shape})",
-                       {"url": broker.url, "topic": f"bench.baseline.{shape}", "partitions": P, "ticks": nb,
-                        "app_id": f"bench-baseline-{shape}", "shape": shape, "partner": partner},
-                       broker.bootstrap, f"bench.baseline.{shape}", recs, P)
-            if shape == "batch":
-                base.update(r)
-            else:
-                base["single_tick_records"] = r
-    out["limit"], out["baseline"] = limit, base
 
-    log("engine: vendor batches")
-    eng = _engine_phase("engine", market, batches, P)
-    log("engine: one tick per record")
-    eng["single_tick_records"] = _engine_phase("engine (single)", market, singles, P)
+        def limit(shape: str, recs: list[Record]) -> dict[str, Any]:
+            log(f"limit: bare aiokafka consumer + orjson, {_shape(shape)}")
+            topic = f"bench.limit.{shape}"
+            return _phase("limit", f"limit ({shape})", {"bootstrap": broker.bootstrap, "topic": topic,
+                                                         "partitions": P, "ticks": sum(r[3] for r in recs)},
+                          broker.bootstrap, topic, recs, P)
+
+        def baseline(shape: str, recs: list[Record]) -> dict[str, Any]:
+            log(f"baseline: faust idiom (Record stream, table write per tick), {_shape(shape)}")
+            topic = f"bench.baseline.{shape}"
+            return _phase("baseline", f"baseline ({shape})",
+                          {"url": broker.url, "topic": topic, "partitions": P, "ticks": sum(r[3] for r in recs),
+                           "app_id": f"bench-baseline-{shape}", "shape": shape, "partner": partner},
+                          broker.bootstrap, topic, recs, P)
+
+        lim = limit("batch", batches)
+        lim["single_tick_records"] = limit("single", singles)
+        base = baseline("batch", batch_records(stream[:nb], B, P))
+        base["single_tick_records"] = baseline("single", singles[:nb])
+
+    log("engine: ratiowatch, vendor batches")
+    prof = (lambda name: os.path.join(profile_dir, name)) if profile_dir else (lambda name: None)
+    eng = _engine("engine", market, stream, batches, P, profile=prof("engine-batch"))
+    log("engine: ratiowatch, one tick per record")
+    eng["single_tick_records"] = _engine("engine (single)", market, stream, singles, P,
+                                         profile=prof("engine-single"))
     n_lat = int(o["latency_rate"] * o["latency_seconds"])
+    log(f"engine: latency at {o['latency_rate']:,} ticks/s offered for {o['latency_seconds']:g}s")
     lat_stream = market.ticks(n_lat)
-    log(f"engine: latency at {o['latency_rate']} ticks/s offered")
-    lat = _engine_phase("engine (latency)", market, batch_records(lat_stream, 100, P), P,
-                        rate=o["latency_rate"], latency=True)
-    eng["latency_ms"] = lat["latency_ms"]
+    lat = _engine("engine (latency)", market, lat_stream, batch_records(lat_stream, o["latency_batch"], P), P,
+                  rate=o["latency_rate"], latency=True)
+    eng["latency_ms"] = lat.pop("latency_ms")
     eng["latency"] = lat
-    by: dict[str, Any] = {}
+    detail: dict[str, Any] = {}
     n_scale = max(1, ticks // 2)
     for count in scenarios:
-        log(f"engine: {count} scenarios over {o['scaling_symbols']} symbols")
         m = BenchMarket(count, o["scaling_symbols"], seed=o["seed"])
-        r = _engine_phase(f"engine ({count} scenarios)", m, batch_records(m.ticks(n_scale), B, P), P)
-        by[str(count)] = r
-    eng["by_scenarios"] = {k: v["ticks_per_s"] for k, v in by.items()}
-    eng["by_scenarios_detail"] = by
-    eng["vs_limit"] = round(eng["ticks_per_s"] / limit["ticks_per_s"], 3)
-    eng["vs_baseline"] = round(eng["ticks_per_s"] / base["ticks_per_s"], 1)
-    out["engine"] = eng
-    return out
+        log(f"engine: {count:,} scenarios over {len(m.symbols):,} symbols, {n_scale:,} ticks")
+        m_stream = m.ticks(n_scale)
+        detail[str(count)] = _engine(f"engine ({count} scenarios)", m, m_stream, batch_records(m_stream, B, P), P,
+                                     profile=prof(f"engine-{count}-scenarios"))
+    eng["by_scenarios"] = {k: v["ticks_per_s"] for k, v in detail.items()}
+    eng["by_scenarios_detail"] = detail
+    for r in (eng, eng["single_tick_records"]):
+        pair = lim if r is eng else lim["single_tick_records"]
+        peer = base if r is eng else base["single_tick_records"]
+        r["vs_limit"] = round(r["ticks_per_s"] / pair["ticks_per_s"], 3)
+        r["vs_baseline"] = round(r["ticks_per_s"] / peer["ticks_per_s"], 1)
+    setup = {"ticks": ticks, "batch": B, "partitions": P, "scenarios": len(market.config.scenarios),
+             "symbols": len(market.symbols), "ticks_per_session": market.ticks_per_session,
+             "ticks_per_ms": market.ticks_per_ms, "baseline_ticks": nb, "seed": o["seed"], "host": host}
+    return {"limit": lim, "baseline": base, "engine": eng, "setup": setup}
 
 
-def _partners(market: BenchMarket) -> dict[str, str]:
-    """For the baseline's ratio per tick: each symbol's other leg in the first ratio that uses it."""
-    out: dict[str, str] = {}
-    for sc in market.config.scenarios:
-        legs = sc.trigger.series.legs
-        if len(legs) == 2:
-            out.setdefault(legs[0], legs[1])
-            out.setdefault(legs[1], legs[0])
-    return out
+def _shape(shape: str) -> str:
+    return "vendor batches" if shape == "batch" else "one tick per record"
+
+
+def _n(x: Any) -> str:
+    return "-" if x is None else f"{x:,.0f}" if isinstance(x, (int, float)) and abs(x) >= 100 else f"{x:,.2f}"
 
 
 def format_table(r: dict[str, Any]) -> str:
-    return str(r)
+    """The human-readable report of :func:`run_bench`'s result."""
+    s, lim, base, eng = r["setup"], r["limit"], r["baseline"], r["engine"]
+    lines = [f"ratiowatch bench: {s['ticks']:,} ticks, vendor batches of {s['batch']} over {s['partitions']} "
+             f"partitions; {s['scenarios']} scenarios over {s['symbols']} symbols; "
+             f"{s['host']['cpus']} CPUs, load {s['host']['load_avg_1m_at_start']} at start", ""]
+    head = f"{'':<44}{'ticks':>10}{'seconds':>9}{'ticks/s':>11}{'vs limit':>10}{'vs baseline':>13}"
+    lines.append(head)
+    rows = [("limit     bare aiokafka + orjson", lim), ("baseline  faust idiom", base), ("engine    ratiowatch", eng)]
+    for shape in ("batches", "one tick per record"):
+        for label, res in rows:
+            x = res if shape == "batches" else res["single_tick_records"]
+            lines.append(f"{label + ', ' + shape:<44}{x['ticks']:>10,}{x['seconds']:>9.2f}{_n(x['ticks_per_s']):>11}"
+                         f"{_n(x.get('vs_limit')) if 'vs_limit' in x else '':>10}"
+                         f"{(_n(x.get('vs_baseline')) + 'x') if 'vs_baseline' in x else '':>13}")
+    lat, L = eng["latency_ms"], eng["latency"]
+    lines += ["",
+              f"latency (tick produced -> event read on `events`) at {L['offered_ticks_per_s']:,.0f} ticks/s offered: "
+              f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms over {L['latency_samples']:,} events",
+              f"worker peak RSS: {eng['peak_rss_mb']:,.0f} MB (batches), "
+              f"{eng['single_tick_records']['peak_rss_mb']:,.0f} MB (one tick per record); "
+              f"scenario evaluations per tick ~{eng['scenario_uses_per_tick']}",
+              "", f"{'scenarios':>10}{'symbols':>9}{'uses/tick':>11}{'ticks':>10}{'ticks/s':>11}{'events':>8}{'peak RSS MB':>13}"]
+    for count, d in eng["by_scenarios_detail"].items():
+        lines.append(f"{int(count):>10,}{d['symbols']:>9,}{d['scenario_uses_per_tick']:>11}{d['ticks']:>10,}"
+                     f"{_n(d['ticks_per_s']):>11}{d['events']:>8,}{d['peak_rss_mb']:>13,.0f}")
+    return "\n".join(lines)

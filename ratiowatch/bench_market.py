@@ -64,9 +64,10 @@ class Record(tuple):
 
 
 class BenchMarket:
-    """``scenarios`` in total (the shipped ones first) over a universe of ``symbols`` generated names."""
+    """``scenarios`` in total (the shipped ones first; None: one generated pair per two symbols)
+    over a universe of ``symbols`` generated names."""
 
-    def __init__(self, scenarios: int, symbols: int, *, seed: int = 7, ticks_per_session: int = 100_000,
+    def __init__(self, scenarios: int | None, symbols: int, *, seed: int = 7, ticks_per_session: int = 100_000,
                  ticks_per_ms: int = 25) -> None:
         self.seed = seed
         self.n_scenarios, self.n_symbols = scenarios, symbols
@@ -74,6 +75,8 @@ class BenchMarket:
         self.ticks_per_ms = ticks_per_ms
         rng = random.Random(seed)
         shipped = load_config()
+        if scenarios is None:
+            scenarios = len(shipped.scenarios) + symbols // 2
         self.tz = shipped.settings.session_timezone
         universe = [f"S{i:04d}" for i in range(1, symbols + 1)]
         n_gen = max(0, scenarios - len(shipped.scenarios))
@@ -129,6 +132,29 @@ class BenchMarket:
                 sc["confirmations"] = [{"label": f"{b} firm", "series": b, "lookback": 5, "above": 0.0}]
             raw["scenarios"].append(sc)
         return parse_config(raw, f"<bench: {len(raw['scenarios'])} scenarios>")
+
+    def spec(self) -> dict[str, Any]:
+        """The arguments that rebuild this market in another process."""
+        return {"scenarios": self.n_scenarios, "symbols": self.n_symbols, "seed": self.seed,
+                "ticks_per_session": self.ticks_per_session, "ticks_per_ms": self.ticks_per_ms}
+
+    def partners(self) -> dict[str, str]:
+        """For the baseline's ratio per tick: each symbol's other leg in the first ratio using it."""
+        out: dict[str, str] = {}
+        for sc in self.config.scenarios:
+            legs = sc.trigger.series.legs
+            if len(legs) == 2:
+                out.setdefault(legs[0], legs[1])
+                out.setdefault(legs[1], legs[0])
+        return out
+
+    def uses_per_tick(self, ticks: list[tuple[str, float, int, int]]) -> float:
+        """Scenarios using a tick's symbol, averaged over ``ticks``: what a tick costs the engine."""
+        uses: dict[str, int] = {}
+        for sc in self.config.scenarios:
+            for sym in sc.symbols:
+                uses[sym] = uses.get(sym, 0) + 1
+        return round(sum(uses.get(t[0], 0) for t in ticks) / max(1, len(ticks)), 2)
 
     # --- warm start -----------------------------------------------------------------------------
 

@@ -1,0 +1,58 @@
+"""Warm start: with --history the windows and armed flags are seeded from daily closes, so a
+63-session trigger is live from the first tick, not three months later."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+from datetime import date
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+
+from ratiowatch.agents.sessions import session_close_ts_ms
+from ratiowatch.agents.warmstart import seed_states
+from ratiowatch.config import load_config
+from ratiowatch.runtime import Runtime
+from ratiowatch.streams import topics as T
+
+pytestmark = pytest.mark.broker
+
+
+def _closes(path) -> dict[str, float]:
+    with open(path) as f:
+        return {row["date"]: float(row["close"]) for row in csv.DictReader(f)}
+
+
+async def test_first_live_tick_after_warm_start_has_its_63_session_reading(history_dir):
+    cfg = load_config()
+    seed, last, last_date = seed_states(cfg, history_dir)
+    assert last_date == date(2026, 8, 20)  # DXY, the series that ends last
+    iwm, spy = _closes(history_dir / "IWM.csv"), _closes(history_dir / "SPY.csv")
+    ratio = [iwm[d] / spy[d] for d in sorted(set(iwm) & set(spy))]  # both on NYSE days since 2000
+
+    rt = Runtime(cfg, seed=seed)
+    await rt.start()
+    try:
+        ts = session_close_ts_ms(date(2026, 8, 21), cfg.settings.session_timezone)
+        p = KafkaProducer(bootstrap_servers=rt.bootstrap, api_version=(3, 0))
+        p.send(T.TICKS, key=b"live", value=orjson.dumps([{"symbol": "IWM", "price": 250.0, "ts_ms": ts},
+                                                          {"symbol": "SPY", "price": 640.0, "ts_ms": ts}]))
+        p.flush()
+        deadline = asyncio.get_running_loop().time() + 30
+        while rt.pipeline.counters["ticks_in"] < 2 or not rt.pipeline.idle():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        engine, state = rt.pipeline.engine_for("small-caps-outperform")
+        status = engine.status(state)
+    finally:
+        await rt.stop()
+    v = 250.0 / 640.0
+    # The new session's value against the closes 63 and 252 sessions before it.
+    assert status["trigger"]["metric"] == pytest.approx(v / ratio[-63] - 1, rel=1e-12)
+    assert status["windows"]["252"] == pytest.approx(v / ratio[-252] - 1, rel=1e-12)
+    # Armed as history left it (the last crossing, 2026-02-25, re-armed it), and still armed: the
+    # reading is far below +10%, so the first live tick cannot have fired the trigger.
+    assert status["trigger"]["state"] == "armed"
+    assert status["last_event"] is None or status["last_event"]["ts_ms"] < ts
