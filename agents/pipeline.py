@@ -200,6 +200,8 @@ class Pipeline:
     async def _route(self, partition: int, records: list[Any]) -> None:
         """One fetched batch of ``ticks`` records of one partition -> one shard record per shard."""
         now = _now_ms()
+        if os.environ.get("RW_DEBUG"):
+            import sys; print(f"ROUTE p{partition} n={len(records)} lag={now - records[0].timestamp} ms", file=sys.stderr)
         known, signed = self.known, self.config.settings.signed_symbols
         routed: dict[int, list[TickRow]] = {}
         ticks_in = good_n = since_check = 0

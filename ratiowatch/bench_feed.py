@@ -39,6 +39,7 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
     ``rate`` (ticks/s) paces the feed; None sends as fast as the window allows. ``on_sent(record,
     t)`` is told the monotonic time each record was handed to the producer."""
     p = _producer(bootstrap)
+    p.list_topics(topic, timeout=30)  # connected and metadata known before the clock starts
     ticks_before = [0]
     bytes_before = [0]
     for r in records:
@@ -69,7 +70,7 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
             except BufferError:
                 p.poll(0.005)
         if on_sent is not None:
-            on_sent(r, time.monotonic())
+            on_sent(r, time.time())  # wall clock: comparable with Kafka record timestamps
         p.poll(0)
     left = p.flush(30)
     if left:
@@ -89,7 +90,8 @@ class EventTimer:
                             "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 3})
         self._c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         self.sent_at: dict[int, float] = {}     # tick event time -> when its record was produced
-        self.latencies_ms: list[float] = []
+        self.latencies_ms: list[float] = []     # produced -> event read back
+        self.worker_ms: list[float] = []        # produced -> event record created (its Kafka timestamp)
         self.unmatched = 0
         self.events = 0
         self._stop = threading.Event()
@@ -104,7 +106,7 @@ class EventTimer:
     def _run(self) -> None:
         while not self._stop.is_set():
             for m in self._c.consume(num_messages=1000, timeout=0.02):
-                now = time.monotonic()
+                now = time.time()
                 if m.error():
                     continue
                 self.events += 1
@@ -113,6 +115,7 @@ class EventTimer:
                     self.unmatched += 1
                 else:
                     self.latencies_ms.append((now - sent) * 1000.0)
+                    self.worker_ms.append(m.timestamp()[1] - sent * 1000.0)
 
     def stop(self, linger_s: float = 0.5) -> None:
         time.sleep(linger_s)  # the last events are still on their way

@@ -140,13 +140,18 @@ def _ticks(obs: Observed, good_at: dict[str, float]) -> dict[str, Any]:
 
     bad_sent = bad_dead = dup = wrong = 0
     bad_lost: Counter[str] = Counter()
+    by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # kind -> inputs, items sent, dead-lettered
 
     def match(expected: Iterable[str], got: Counter[str], kind: str) -> None:
         nonlocal bad_sent, bad_dead, dup, wrong
         exp = Counter(expected)
         bad_sent += sum(exp.values())
+        k = by_kind[kind]
+        k[0] += 1
+        k[1] += sum(exp.values())
         for r, n in exp.items():
             bad_dead += min(n, got[r])
+            k[2] += min(n, got[r])
             if got[r] < n:
                 bad_lost[kind] += n - got[r]
             dup += max(0, got[r] - n)
@@ -175,6 +180,7 @@ def _ticks(obs: Observed, good_at: dict[str, float]) -> dict[str, Any]:
         "dlq_wrong_reason": wrong,
         "dlq_without_reason": no_reason,
         "lost_by_kind": dict(bad_lost),
+        "bad_input_by_kind": {k: {"inputs": v[0], "items": v[1], "dead_lettered": v[2]} for k, v in sorted(by_kind.items())},
     }
 
 

@@ -7,9 +7,11 @@ own event loop; nothing here parses arguments.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import faust
 
@@ -20,7 +22,10 @@ from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exis
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.kafka_settings import faust_app_kwargs, kafka_python_kwargs, load_kafka_security
 
-__all__ = ["Runtime", "running"]
+if TYPE_CHECKING:
+    from ratiowatch.notifiers.service import NotificationService
+
+__all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ class Runtime:
         self.pipeline = Pipeline(self.app, config, shards=self.partitions, on_event=on_event, on_status=on_status,
                                  seed=seed)
 
-    def notification_service(self, history_dir: str | None = None) -> Any:
+    def notification_service(self, history_dir: str | None = None) -> "NotificationService":
         """The fan-out service for this worker, publishing its audit records through the app's
         producer. The chart comes from the history folder when given, else from the live state
         (which holds the longest lookback's worth of closes)."""
@@ -78,10 +83,6 @@ class Runtime:
         """The dedup record must live exactly as long as the events it deduplicates: a file per
         cluster (a restarted `ratiowatch broker` is a new cluster on a new port, with new events),
         and a temporary one for a broker inside this process, which dies with it."""
-        import hashlib
-        import tempfile
-        from pathlib import Path
-
         if self.embedded is not None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ratiowatch-")
             return str(Path(self._tmp.name) / "notifications.sqlite")
@@ -113,11 +114,3 @@ class Runtime:
                 self.embedded.stop()
                 self.embedded = None
 
-
-@asynccontextmanager
-async def running(runtime: Runtime) -> AsyncIterator[Runtime]:
-    await runtime.start()
-    try:
-        yield runtime
-    finally:
-        await runtime.stop()

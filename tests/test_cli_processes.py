@@ -44,6 +44,10 @@ def test_broker_process_shared_by_a_worker_in_another_process(tmp_path):
     (["run", "--config", "/nonexistent/scenarios.yaml"], "/nonexistent/scenarios.yaml: file not found"),
     (["run", "--broker", "localhost:9092"], "--broker must look like kafka://host:port"),
     (["run", "--duration", "-1"], "--duration must be > 0"),
+    (["run", "--serve", "localhost:http"], "--serve must be HOST:PORT"),
+    (["run", "--feed", "http://127.0.0.1:1/x"], "--feed must be a ws:// or wss:// URL"),
+    (["run", "--feed-format", "fix"], "--feed-format must be one of plain, polygon"),
+    (["run", "--feed-subscribe", "{oops"], "--feed-subscribe is not JSON"),
 ])
 def test_bad_start_input_fails_with_exit_2_and_says_why(argv, needle):
     t0 = time.monotonic()

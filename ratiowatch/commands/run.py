@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -53,10 +54,36 @@ def run(args: argparse.Namespace) -> int:
     url = broker_url(args.broker)
     known = available_symbols(args.history) if args.history else None
     config = load_config(args.config, known_symbols=known)
-    if args.duration is not None and args.duration <= 0:
-        print("ratiowatch run: --duration must be > 0", file=sys.stderr)
+    problem = _check_args(args)
+    if problem:
+        print(f"ratiowatch run: {problem}", file=sys.stderr)
         return 2
     return asyncio.run(_main(args, config, url))
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, before anything starts (None: nothing)."""
+    from ratiowatch.streams.feed_formats import FORMATS
+
+    if args.duration is not None and args.duration <= 0:
+        return "--duration must be > 0"
+    if args.sim_rate <= 0:
+        return "--sim-rate must be > 0"
+    if args.serve is not None:
+        host, _, port = args.serve.rpartition(":")
+        if not port.isdigit() or not 0 <= int(port) <= 65535:
+            return f"--serve must be HOST:PORT (e.g. 127.0.0.1:8765), got {args.serve!r}"
+        args.serve_at = (host or "127.0.0.1", int(port))
+    if args.feed is not None and not args.feed.startswith(("ws://", "wss://")):
+        return f"--feed must be a ws:// or wss:// URL, got {args.feed!r}"
+    if args.feed_format not in FORMATS:
+        return f"--feed-format must be one of {', '.join(sorted(FORMATS))}, got {args.feed_format!r}"
+    if args.feed_subscribe is not None:
+        try:
+            args.feed_subscribe = json.loads(args.feed_subscribe)
+        except json.JSONDecodeError as e:
+            return f"--feed-subscribe is not JSON: {e}"
+    return None
 
 
 async def _main(args: argparse.Namespace, config: Config, url: str | None) -> int:
@@ -96,10 +123,10 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None) -> in
     server = None
     try:
         if hub is not None:
-            host, _, port = args.serve.rpartition(":")
-            server = await hub.serve(host or "127.0.0.1", int(port), token=os.environ.get("RATIOWATCH_TOKEN") or None)
-            print(f"status page: http://{host or '127.0.0.1'}:{port}/  (live stream: ws://{host or '127.0.0.1'}:{port}/ws)",
-                  flush=True)
+            host, port = args.serve_at
+            server = await hub.serve(host, port, token=os.environ.get("RATIOWATCH_TOKEN") or None)
+            port = server.sockets[0].getsockname()[1]
+            print(f"status page: http://{host}:{port}/  (live stream: ws://{host}:{port}/ws)", flush=True)
         if args.feed:
             tasks.append(asyncio.create_task(_run_feed(args, config, rt)))
         elif not args.no_sim:
@@ -107,11 +134,14 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None) -> in
 
             start = (last_date + timedelta(days=1)) if last_date else None
             tasks.append(asyncio.create_task(_run_sim(args, config, rt, start, last_close)))
+        for t in tasks:  # a tick source that dies stops the run loudly, not silently
+            t.add_done_callback(lambda t: stop.set() if not t.cancelled() and t.exception() else None)
         print("running" + (f" for {args.duration:g}s" if args.duration else "; Ctrl-C stops") + "\n", flush=True)
         try:
             await asyncio.wait_for(stop.wait(), timeout=args.duration)
         except asyncio.TimeoutError:
             pass
+        failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
     finally:
         for t in tasks:
             t.cancel()
@@ -124,7 +154,9 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None) -> in
     c = rt.pipeline.counters
     print(f"\nstopped: {c['ticks_in']} ticks in, {c['dead_lettered']} dead-lettered, {c['events']} events",
           flush=True)
-    return 0
+    for t in failed:
+        print(f"ratiowatch run: the tick source failed: {t.exception()!r}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 async def _run_sim(args: argparse.Namespace, config: Config, rt: Any, start: Any, levels: dict[str, float]) -> None:
@@ -141,8 +173,6 @@ async def _run_sim(args: argparse.Namespace, config: Config, rt: Any, start: Any
 
 
 async def _run_feed(args: argparse.Namespace, config: Config, rt: Any) -> None:
-    import json
-
     from ratiowatch.streams.feed import FeedClient
 
     async def publish_ticks(ticks: list[Any]) -> None:
@@ -151,8 +181,7 @@ async def _run_feed(args: argparse.Namespace, config: Config, rt: Any) -> None:
     async def publish_dlq(record: bytes) -> None:
         await rt.pipeline.dlq_topic.send(key=b"feed", value=record)
 
-    subscribe = json.loads(args.feed_subscribe) if args.feed_subscribe else None
     client = FeedClient(args.feed, fmt=args.feed_format, symbols=sorted(config.symbols),
-                        publish_ticks=publish_ticks, publish_dlq=publish_dlq, subscribe=subscribe,
+                        publish_ticks=publish_ticks, publish_dlq=publish_dlq, subscribe=args.feed_subscribe,
                         known_symbols=config.symbols)
     await client.run()
