@@ -58,6 +58,11 @@ from .retry import RetryPolicy
 from .route import FIRING, Notice, check_event, route
 from .worker import ChannelWorker
 
+# Loggers of libraries that see channel URLs: apprise logs the URL it loads (user name included),
+# urllib3 logs each request line at DEBUG (secret path segments included). A filter on a logger
+# only sees that logger's own records, so each is named.
+_FOREIGN_LOGGERS = ("apprise", "urllib3.connectionpool")
+
 __all__ = ["NotificationService", "Publish"]
 
 log = logging.getLogger("ratiowatch.notifiers")
@@ -107,7 +112,8 @@ class NotificationService:
         self._log = await asyncio.to_thread(DeliveryLog, self.store_path)
         self._idle = asyncio.Event()
         self._idle.set()
-        logging.getLogger("apprise").addFilter(self._log_filter)
+        for name in _FOREIGN_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
         tz = self.config.settings.session_timezone
         for ch in self.config.channels.values():
             medium = medium_for(ch)
@@ -130,7 +136,8 @@ class NotificationService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self._workers.clear()
-        logging.getLogger("apprise").removeFilter(self._log_filter)
+        for name in _FOREIGN_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
         if self._log is not None:
             self._log.close()
             self._log = None

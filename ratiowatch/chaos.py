@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import random
 import signal
@@ -64,10 +63,11 @@ class ChaosOptions:
     seed: int = 1
     data: str | None = None             # history folder (default: default_history())
     config: str | None = None           # base scenarios (default: the shipped ones)
-    pace: float = 25.0                  # dates sent per second (fewer when the history is short)
+    pace: float = 12.0                  # dates sent per second (fewer when the history is short); the
+                                        # worker does ~30/s here, so it can catch up after each fault
     partitions: int | None = None
     kinds: tuple[str, ...] = P.FAULT_KINDS
-    drain_timeout_s: float = 120.0
+    drain_timeout_s: float | None = None  # default: max(120 s, half the duration)
     workdir: str | None = None          # kept when given; a temporary folder otherwise
     garbage_every: int = 12             # about one bad ticks record per this many dates
     feed_interval_s: float = 0.25       # one bad feed message per interval
@@ -90,9 +90,10 @@ class _Worker:
         self._planned_exit = False
         self.starts += 1
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # cwd: not the repository, whose ratiowatch/ folder would shadow the installed package.
         self.proc = await asyncio.create_subprocess_exec(*self.argv, stdout=asyncio.subprocess.PIPE,
                                                          stderr=asyncio.subprocess.STDOUT, env=env,
-                                                         start_new_session=True)
+                                                         cwd=self.log_path.parent, start_new_session=True)
         self._tasks.append(asyncio.create_task(self._pump(self.proc, self.starts)))
 
     async def _pump(self, proc: asyncio.subprocess.Process, n: int) -> None:
@@ -367,7 +368,7 @@ async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None
         if worker.proc is None or worker.proc.returncode is not None:
             await worker.start()
         say(f"sending done in {time.monotonic() - t0:.1f}s; draining")
-        await _drain(obs, hook, opts.drain_timeout_s, say)
+        await _drain(obs, hook, opts.drain_timeout_s or max(120.0, opts.duration_s / 2), say)
         await worker.stop()
         await asyncio.sleep(1.0)  # a last read of what the clean stop wrote
     finally:
@@ -436,6 +437,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"missing {e['missing']}, unexpected {e['unexpected']}",
         f"notifications: expected {n['expected']}, delivered {n['delivered']}, duplicated {n['duplicated']}, "
         f"dead-lettered {n['dead_lettered']}, lost {n['lost']}",
+        f"               events out while the endpoint failed: {e['during_endpoint_faults']}",
         "faults:        " + ", ".join(f"{k} {v}" for k, v in sorted(r["faults"].items())),
         f"recovery:      max {rec['max']}s, median {rec['median']}s"
         + (f", {rec['never']} never recovered" if rec["never"] else "")

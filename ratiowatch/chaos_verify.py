@@ -262,9 +262,18 @@ def _recovery(obs: Observed, good_at: dict[str, float], settled: dict[tuple[str,
             "never": sum(1 for _, r in out if r is None), "max_by_kind": by_kind}
 
 
+def _serving(obs: Observed, good_at: dict[str, float]) -> list[int]:
+    """Events that came out during each window a notification endpoint was failing: the worker
+    keeps serving while a channel is down."""
+    arrivals = sorted(good_at.values())
+    return [bisect.bisect_right(arrivals, f.end) - bisect.bisect_left(arrivals, f.start)
+            for f in obs.faults if f.kind.startswith("endpoint_")]
+
+
 def verify(obs: Observed) -> dict[str, Any]:
     """The report: ticks, events, notifications, faults by kind, recovery times."""
     events, good_at = _events(obs)
+    events["during_endpoint_faults"] = _serving(obs, good_at)
     ticks = _ticks(obs, good_at)
     notes, settled = _notifications(obs, good_at)
     return {

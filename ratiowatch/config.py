@@ -224,6 +224,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, st
         raise ConfigError(path, where, f"not valid YAML: {getattr(e, 'problem', e)}") from None
     except UnicodeDecodeError:
         raise ConfigError(path, "", "not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(path, "", "nested too deeply to be a scenario file") from None
     return parse_config(raw, path, env=env, known_symbols=known_symbols)
 
 

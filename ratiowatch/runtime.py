@@ -41,6 +41,7 @@ class Runtime:
         self.partitions = partitions or config.settings.partitions
         self.embedded: EmbeddedBroker | None = None
         self.client_kwargs: dict[str, Any] = {}  # for plain kafka-python clients of this cluster
+        self.notified = 0  # events handed to the notification service
         if broker_url is None:
             self.embedded = EmbeddedBroker()
             broker_url = self.embedded.url
@@ -62,9 +63,10 @@ class Runtime:
                                  seed=seed)
 
     def notification_service(self, history_dir: str | None = None) -> "NotificationService":
-        """The fan-out service for this worker, publishing its audit records through the app's
-        producer. The chart comes from the history folder when given, else from the live state
-        (which holds the longest lookback's worth of closes)."""
+        """The fan-out service for this worker, fed by the notifier agent on ``events`` and
+        publishing its audit records through the app's producer. The chart comes from the history
+        folder when given, else from the live state (the longest lookback's worth of closes)."""
+        from ratiowatch.agents.notify import install_notifier
         from ratiowatch.notifiers.chart import history_from_folder
         from ratiowatch.notifiers.service import NotificationService
 
@@ -77,17 +79,30 @@ class Runtime:
         tz = self.config.settings.session_timezone
         history_for = (history_from_folder(history_dir, tz, self.config.settings.signed_symbols) if history_dir
                        else self.pipeline.trigger_history)
-        return NotificationService(self.config, publish, history_for=history_for, store_path=self._dedup_path())
+        folder = self._notifier_dir()
+        service = NotificationService(self.config, publish, history_for=history_for,
+                                      store_path=str(folder / "notifications.sqlite"))
 
-    def _dedup_path(self) -> str:
-        """The dedup record must live exactly as long as the events it deduplicates: a file per
-        cluster (a restarted `ratiowatch broker` is a new cluster on a new port, with new events),
-        and a temporary one for a broker inside this process, which dies with it."""
+        async def handle(event: dict[str, Any]) -> None:
+            await service.handle(event)
+            self.notified += 1
+
+        install_notifier(self.app, self.pipeline.events_topic, handle, pending=lambda: service.pending,
+                         inbox_path=folder / "inbox.sqlite")
+        return service
+
+    def _notifier_dir(self) -> Path:
+        """Where the dedup record and the inbox live. They must live exactly as long as the events
+        they account for: a folder per cluster (a restarted `ratiowatch broker` is a new cluster on
+        a new port, with new events), and a temporary one for a broker inside this process, which
+        dies with it."""
         if self.embedded is not None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ratiowatch-")
-            return str(Path(self._tmp.name) / "notifications.sqlite")
+            return Path(self._tmp.name)
         cluster = hashlib.sha256(self.bootstrap.encode()).hexdigest()[:12]
-        return str(Path(self.app.conf.datadir) / f"notifications-{cluster}.sqlite")
+        folder = Path(self.app.conf.datadir) / f"notifications-{cluster}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     async def start(self) -> None:
         await self.app.start()

@@ -25,17 +25,18 @@ async def test_ci_sized_chaos_run_loses_and_repeats_nothing(history_dir, tmp_pat
     # The schedule is a pure function of the seed: this one tries every kind of fault.
     assert {f.kind for f in fault_schedule(random.Random(CI_SEED), CI_SECONDS)} == set(FAULT_KINDS)
     report = await run_chaos(ChaosOptions(duration_s=CI_SECONDS, seed=CI_SEED, data=str(history_dir),
-                                          drain_timeout_s=90, workdir=str(tmp_path / "chaos")))
+                                          drain_timeout_s=120, workdir=str(tmp_path / "chaos")))
     print(format_report(report))
     t, e, n = report["ticks"], report["events"], report["notifications"]
     assert report["passed"], format_report(report)
     assert set(report["faults"]) == set(FAULT_KINDS)
-    assert t["valid"] > 10_000 and t["invalid"] > 50 and t["applied"] == t["valid"] and t["lost"] == 0
+    assert t["valid"] > 5_000 and t["invalid"] > 50 and t["applied"] == t["valid"] and t["lost"] == 0
     assert t["dead_lettered"] == t["invalid"]  # every bad input is on ticks.dlq with its reason
-    assert e["expected"] > 10_000 and e["emitted"] == e["expected"] and e["duplicated"] == 0
-    assert n["expected"] > 20 and n["delivered"] + n["dead_lettered"] == n["expected"] and n["duplicated"] == 0
+    assert e["expected"] > 5_000 and e["emitted"] == e["expected"] and e["duplicated"] == 0
+    assert n["expected"] > 10 and n["delivered"] + n["dead_lettered"] == n["expected"] and n["duplicated"] == 0
     assert n["delivered"] > 0
     assert report["run"]["worker_starts"] >= 2  # it was killed and came back
+    assert sum(e["during_endpoint_faults"]) > 0  # crossings kept coming while the channel was down
 
 
 def test_chaos_command_rejects_bad_arguments(capsys):
@@ -78,6 +79,7 @@ def test_verdict_passes_complete_observations():
     assert (r["ticks"]["applied"], r["ticks"]["dead_lettered"], r["ticks"]["lost"]) == (4, 1, 0)
     assert (r["events"]["emitted"], r["notifications"]["delivered"]) == (3, 1)
     assert r["recovery_s"]["max_by_kind"] == {"broker_down": 0.5, "endpoint_500": 0.2}
+    assert r["events"]["during_endpoint_faults"] == [3]
 
 
 @pytest.mark.parametrize("damage, what", [
@@ -103,3 +105,62 @@ def test_a_missing_witness_event_counts_its_ticks_as_lost():
     r = verify(obs)
     # S's two ticks are witnessed by that one event (the first evaluation only arms the rule)
     assert (r["ticks"]["applied"], r["ticks"]["lost"]) == (2, 2)
+
+
+# ------------------------------------------------------------------ what the chaos run found, pinned
+
+@pytest.mark.broker
+async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
+    """Lateness used to be judged against the last flush, so a tick 25 days old, late when the days
+    come one by one, was applied when they came in one shard record (and changed the events)."""
+    import asyncio
+    import time
+
+    from aiokafka import AIOKafkaProducer
+
+    from ratiowatch.agents.engine import ShardEngine
+    from ratiowatch.agents.shards import encode_shard_record, shard_of
+    from ratiowatch.config import load_config
+    from ratiowatch.runtime import Runtime
+    from ratiowatch.streams import topics as T
+    from ratiowatch.streams.broker import EmbeddedBroker
+    from ratiowatch.streams.readback import read_topic
+    from ratiowatch.streams.app import ensure_topics
+
+    cfg_path = tmp_path / "s.yaml"
+    cfg_path.write_text("settings: {grace_ms: 50, allowed_lateness_s: 300, partitions: 2}\n"
+                        "scenarios:\n  - id: lvl\n    trigger: {series: AAA, above: 100, rearm: 100}\n    windows: [1]\n")
+    cfg = load_config(cfg_path)
+    day, t0 = 86_400_000, 1_700_000_000_000
+    prices = [99.0 if i % 2 else 101.0 for i in range(40)]  # crosses 100 every day
+    late = {"symbol": "AAA", "price": 99.5, "ts_ms": t0 + 14 * day}  # 25 days behind, on a day that was 101
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker, 2)
+        # One shard record with forty days and then the late tick, as the route stage writes what
+        # it fetched in one go when a worker catches up after a restart.
+        n = shard_of("lvl", 2)
+        rows = [("AAA", p, t0 + i * day) for i, p in enumerate(prices)] + [tuple(late.values())]
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        await producer.send_and_wait(T.SHARD_TICKS, encode_shard_record(0, 0, rows), key=b"%d" % n, partition=n)
+        await producer.stop()
+        rt = Runtime(cfg, broker_url=broker.url, datadir=str(tmp_path / "d"))
+        await rt.start()
+        try:
+            deadline = time.monotonic() + 60
+            while rt.pipeline.counters["shard_copies_in"] < 41 or not rt.pipeline.idle():
+                assert time.monotonic() < deadline, "the worker did not take the ticks in"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the grace period applies the last day
+            await rt.app.producer.flush()
+        finally:
+            await rt.stop()
+        dlq = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, T.TICKS_DLQ)]
+        events = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, T.EVENTS)]
+    assert [(d["reason"], d["input"]) for d in dlq] == [("late", late)]
+    # what the same days give one by one, without the late tick
+    eng, states, expected = ShardEngine(cfg.scenarios, cfg.settings), {}, []
+    for i, p in enumerate(prices):
+        expected += eng.apply(states, t0 + i * day, [("AAA", p, t0 + i * day)])[0]
+    assert sorted(e["event_id"] for e in events) == sorted(e["event_id"] for e in expected)
+    assert len(events) == 39

@@ -80,7 +80,7 @@ def test_any_client_message_is_handled_and_a_bad_one_changes_nothing(msgs):
     assert hub.stats["rate_limited"] == 0
 
 
-@FUZZ
+@settings(FUZZ, max_examples=80)
 @given(st.lists(messages, min_size=25, max_size=140))
 def test_the_rate_limit_holds_whatever_is_sent(msgs):
     hub, c = _hub(lambda: 100.0)  # the clock stands still: the bucket never refills

@@ -89,12 +89,7 @@ class _Failing:
         return site._server.sockets[0].getsockname()[1]
 
 
-@pytest.mark.parametrize("level", [
-    logging.INFO,
-    pytest.param(logging.DEBUG, marks=pytest.mark.xfail(
-        strict=True, reason="at DEBUG (-vv) urllib3.connectionpool logs the request line, path secrets included: "
-                            "the service's RedactingFilter sits on the 'apprise' logger only")),
-])
+@pytest.mark.parametrize("level", [logging.INFO, logging.DEBUG])
 async def test_a_failing_delivery_never_logs_or_records_a_secret(tmp_path, secret_env, caplog, capfd, level):
     peer = _Failing()
     port = await peer.start()

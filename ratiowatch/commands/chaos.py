@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 import orjson
@@ -41,13 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1, help="seed of the ticks, the garbage and the fault schedule")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="folder of SYMBOL.csv daily closes (default ../shared/data/history or $RATIOWATCH_HISTORY)")
-    p.add_argument("--pace", type=_positive, default=25.0, metavar="DATES_PER_S",
-                   help="history dates sent per second (default 25; slower when the history is shorter)")
+    p.add_argument("--pace", type=_positive, default=12.0, metavar="DATES_PER_S",
+                   help="history dates sent per second (default 12; slower when the history is shorter)")
     p.add_argument("--partitions", type=int, default=None)
     p.add_argument("--faults", default=",".join(FAULT_KINDS), metavar="KIND,...",
                    help=f"fault kinds to inject (default all: {', '.join(FAULT_KINDS)})")
-    p.add_argument("--drain-timeout", type=_positive, default=120.0, metavar="SECONDS",
-                   help="after the run, how long to wait for the outputs to complete (default 120)")
+    p.add_argument("--drain-timeout", type=_positive, default=None, metavar="SECONDS",
+                   help="after the run, how long to wait for the outputs to complete (default: 120 or half "
+                        "the duration, whichever is longer)")
     p.add_argument("--workdir", metavar="DIR", default=None, help="keep the worker's data and log here")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -65,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.partitions is not None and args.partitions < 1:
         print("ratiowatch chaos: --partitions must be >= 1", file=sys.stderr)
         return 2
+    if args.verbose == 0:
+        # This process's own Kafka clients retry through the faults on purpose; their warnings are noise.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     opts = ChaosOptions(duration_s=args.duration, seed=args.seed, data=args.data, config=args.config, pace=args.pace,
                         partitions=args.partitions, kinds=kinds, drain_timeout_s=args.drain_timeout,
                         workdir=args.workdir)

@@ -67,21 +67,11 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
                  partitions: int | None = None, notify: bool = False,
                  app_id: str = T.APP_ID) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run the replay; returns (events read back from the topic, in canonical order; stats)."""
-    from ratiowatch.agents.notify import install_notifier
     from ratiowatch.runtime import Runtime
 
     history = load_history(data, config.symbols, config.settings.signed_symbols)
     rt = Runtime(config, broker_url=broker, partitions=partitions, app_id=app_id)
-    notified = [0]
-    service = None
-    if notify:
-        service = rt.notification_service(data)
-
-        async def handle(event: dict[str, Any]) -> None:
-            await service.handle(event)
-            notified[0] += 1
-
-        install_notifier(rt.app, rt.pipeline.events_topic, handle)
+    service = rt.notification_service(data) if notify else None
     t0 = time.monotonic()
     dates = ticks_sent = 0
     await rt.start()
@@ -105,7 +95,7 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
             None, lambda: list(read_topic(rt.bootstrap, T.EVENTS, **rt.client_kwargs)))
         if service is not None:
             # The notify agent may still be reading events; wait until it has seen them all.
-            while pipe.counters["events"] > notified[0]:
+            while pipe.counters["events"] > rt.notified:
                 await asyncio.sleep(0.02)
             await service.drain(timeout=600)
     finally:

@@ -87,7 +87,6 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 async def _main(args: argparse.Namespace, config: Config, url: str | None) -> int:
-    from ratiowatch.agents.notify import install_notifier
     from ratiowatch.runtime import Runtime
 
     seed, last_close, last_date = None, {}, None
@@ -108,7 +107,6 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None) -> in
     rt = Runtime(config, broker_url=url, partitions=args.partitions, seed=seed,
                  on_event=hub.publish_event if hub else None, on_status=hub.publish_status if hub else None)
     notifier = rt.notification_service(args.history)
-    install_notifier(rt.app, rt.pipeline.events_topic, notifier.handle)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
