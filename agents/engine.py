@@ -123,6 +123,22 @@ class ScenarioState:
         return s
 
 
+def _value(ser: "_Series", legs: dict[str, tuple[int, float]]) -> float | None:
+    """SeriesSpec.value on the legs' latest prices; None while a leg has no price yet, or for a
+    ratio over a zero leg (undefined: the series does not advance)."""
+    leg_a = legs.get(ser.a)
+    if leg_a is None:
+        return None
+    if ser.b is None:
+        return leg_a[1]
+    leg_b = legs.get(ser.b)
+    if leg_b is None:
+        return None
+    if ser.ratio:
+        return leg_a[1] / leg_b[1] if leg_b[1] != 0 else None
+    return leg_a[1] - leg_b[1]
+
+
 class _Series:
     """One distinct series of a scenario, prepared for the hot loop: its name (a property on
     SeriesSpec, formatted on every call), its legs and the rules judged on it, in order."""
@@ -250,37 +266,23 @@ class ScenarioEngine:
         at = ts_ms if ts_ms > state.evaluated_ts else state.evaluated_ts
         state.evaluated_ts = at
         session = self._session(at)
-        series = state.series
+        series, metrics, armed = state.series, state.metrics, state.armed
+        fired: list[tuple[Rule, str, float]] | None = None
+        # One pass per series: its value, its closes, then its rules. A rule reads only its own
+        # series (and the events, built after the pass, read the metrics of all), so this is the
+        # same as updating every series first.
         for ser in touched:
-            leg_a = legs.get(ser.a)
-            if leg_a is None:
-                continue  # a series is defined once every leg has a price
-            if ser.b is None:
-                value = leg_a[1]
-            else:
-                leg_b = legs.get(ser.b)
-                if leg_b is None:
-                    continue
-                if ser.ratio:
-                    if leg_b[1] == 0:
-                        continue  # undefined (a ratio over a zero leg): the series does not advance
-                    value = leg_a[1] / leg_b[1]
+            closes = series.get(ser.name)
+            value = _value(ser, legs)
+            if value is not None:
+                if closes is None:
+                    closes = series[ser.name] = SessionCloses(self.keep)
+                sessions = closes.sessions
+                if sessions and sessions[-1] == session:
+                    closes.values[-1] = value  # SessionCloses.update's common case, without the call
                 else:
-                    value = leg_a[1] - leg_b[1]
-            closes = series.get(ser.name)
-            if closes is None:
-                closes = series[ser.name] = SessionCloses(self.keep)
-            sessions = closes.sessions
-            if sessions and sessions[-1] == session:
-                closes.values[-1] = value  # SessionCloses.update's common case, without the call
-            else:
-                state.history_changed = True  # a session rolled or a past close is corrected
-                closes.update(session, value)
-        events: list[dict[str, Any]] = []
-        fired: list[tuple[Rule, str, float]] = []
-        metrics, armed = state.metrics, state.armed
-        for ser in touched:
-            closes = series.get(ser.name)
+                    state.history_changed = True  # a session rolled or a past close is corrected
+                    closes.update(session, value)
             if closes is None or not closes.values:
                 continue
             values = closes.values
@@ -303,7 +305,12 @@ class ScenarioEngine:
                 now_armed, transition = R.step(rule, armed.get(rule.name), m)
                 armed[rule.name] = now_armed
                 if transition is not None:
+                    if fired is None:
+                        fired = []
                     fired.append((rule, transition, m))
+        events: list[dict[str, Any]] = []
+        if fired is None:
+            return events
         for rule, transition, m in fired:
             is_trigger = rule is self.scenario.trigger
             ev = build_event(self.scenario, rule, transition, at, m, state.series[rule.series.name].current,

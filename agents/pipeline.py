@@ -17,10 +17,11 @@ Order of work (what makes a restart safe):
  2. apply ticks in event-time groups; the newest group waits for a newer tick or the grace
     period, so ticks sharing a timestamp are applied together;
  3. send the events; the batch is acknowledged;
- 4. before faust commits offsets, after it has chosen them (``before_commit``, about once a
-    second, and on revocation and shutdown): write the changed scenario states and each shard's
-    state (applied offsets, waiting ticks) to the table's changelog, once per scenario however
-    many ticks touched it;
+ 4. before faust commits offsets, after it has chosen them (``before_commit``; on revocation,
+    on shutdown, and periodically when ``commit_due``: every second, or less often when a
+    state write takes long, so that writing stays ~10% of the work): write the changed scenario
+    states and each shard's state (applied offsets, waiting ticks) to the table's changelog,
+    once per scenario however many ticks touched it;
  5. faust flushes the producer, then commits the offsets chosen before 4.
 So a committed offset is always covered by a written state. A worker killed before 5 re-reads
 from its last commit, skips what its state had applied and re-applies the rest. The events that
@@ -35,6 +36,7 @@ import asyncio
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
@@ -44,7 +46,7 @@ from faust.sensors import Sensor
 
 from ratiowatch.config import Config
 from ratiowatch.streams import topics as T
-from ratiowatch.streams.ticks import Rejected, dlq_record, parse_rows
+from ratiowatch.streams.ticks import Rejected, dlq_record, parse_records
 
 from .engine import ScenarioEngine, ScenarioState, ShardEngine, TickRow, group_by_ts
 from .shards import ShardMap, decode_shard_record, encode_shard_record
@@ -56,10 +58,15 @@ log = logging.getLogger(__name__)
 SHARD_KEY_PREFIX = "~shard/"  # table key of a shard's own state; '~' sorts after scenario ids
 HISTORY_SUFFIX = "/history"   # table key of a scenario's past closes (ids cannot contain '/')
 REWRITE_AFTER_BYTES = 2 * 1024 * 1024
-# Shard records of a few thousand ticks: well under the producer's 1 MB request limit (~30 bytes
-# a tick), and orjson decodes small documents faster per tick (~200 ns against ~480 at 20,000).
-MAX_TICKS_PER_SHARD_RECORD = 2_000
-PERSIST_INTERVAL_S = 1.0
+# The route stage cuts what it fetched into chunks of this many ticks (plus the rest of the record
+# that reaches it), one shard record per shard each: a shard record stays under the producer's
+# 1 MB request limit (~32 bytes a tick; one input record of at most 1 MB adds ~600 KB at worst),
+# and small documents decode faster per tick (orjson: ~200 ns a tick at a few thousand, ~480 ns
+# at 20,000).
+ROUTE_CHUNK_TICKS = 8_000
+PERSIST_INTERVAL_S = 1.0        # state writes (and periodic commits) at most this often...
+PERSIST_SHARE = 0.1             # ...or less often, so that writing takes at most this share of the time
+PERSIST_INTERVAL_MAX_S = 30.0   # ...but at least this often (how much a killed worker re-reads)
 
 
 def _now_ms() -> int:
@@ -95,7 +102,8 @@ async def _events_on_topic(app: faust.App, partitions: int) -> dict[str, list[tu
 
     conf = app.conf
     consumer = AIOKafkaConsumer(bootstrap_servers=server_list(conf.broker, 9092), group_id=None,
-                                enable_auto_commit=False, client_id=f"{conf.id}-events-reader",
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                client_id=f"{conf.id}-events-reader",
                                 **credentials_to_aiokafka_auth(conf.broker_credentials, conf.ssl_context))
     await consumer.start()
     try:
@@ -124,7 +132,8 @@ async def _events_on_topic(app: faust.App, partitions: int) -> dict[str, list[tu
 class _Shard:
     """In-memory state of one shard this worker owns; the table holds its durable copy."""
 
-    __slots__ = ("n", "engine", "states", "applied", "pending", "watermark", "last_arrival", "lock", "emitted",
+    __slots__ = ("n", "engine", "states", "applied", "pending", "watermark", "last_arrival", "lock", "emitted", "newest",
+                 "second",
                  "dirty", "meta_dirty", "written", "last_written")
 
     def __init__(self, n: int, engine: ShardEngine) -> None:
@@ -141,6 +150,7 @@ class _Shard:
         self.written = 0                       # changelog bytes this worker wrote for the shard
         self.last_written: dict[tuple[str, bool], int] = {}  # (scenario id, history?) -> ``written`` then
         self.emitted: set[str] | None = None   # ids already on ``events`` that re-applied ticks may repeat
+        self.newest = self.second = -1         # the two newest event times admitted (see _admit)
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": 1, "applied": self.applied, "pending": self.pending, "watermark": self.watermark}
@@ -167,6 +177,8 @@ class Pipeline:
         self.seed = seed or {}  # warm-start states, used for scenarios the table has no state for
         self.counters: Counter[str] = Counter()
         self._owned: dict[int, _Shard] = {}
+        self._persisted_at = 0.0            # monotonic time the last state write ended (commit_due)
+        self._persist_took = 0.0            # and how long it took
         self._on_topic: asyncio.Future[dict[str, list[tuple[int, str]]]] | None = None  # see _load_emitted
         self._dirty_status: set[tuple[int, str]] = set()
 
@@ -184,9 +196,10 @@ class Pipeline:
         app.consume_batches(self.ticks_topic, self._route)
         app.consume_batches(self.shard_topic, self._evaluate)
         app.before_commit.append(self.persist)
+        app.commit_due = self.commit_due
         app.timer(max(self.grace_s, 0.005), name="ratiowatch.grace")(self._grace_timer)
         # Also without commits (the grace timer applied the last ticks of a quiet feed).
-        app.timer(PERSIST_INTERVAL_S, name="ratiowatch.persist")(self.persist)
+        app.timer(PERSIST_INTERVAL_S, name="ratiowatch.persist")(self._persist_timer)
         app.on_before_shutdown.connect(self._on_shutdown)
         if on_status is not None:
             app.timer(status_interval_s, name="ratiowatch.status")(self._status_timer)
@@ -198,34 +211,25 @@ class Pipeline:
     # --- ticks -> shard topic -----------------------------------------------------------------
 
     async def _route(self, partition: int, records: list[Any]) -> None:
-        """One fetched batch of ``ticks`` records of one partition -> one shard record per shard."""
-        now = _now_ms()
-        if os.environ.get("RW_DEBUG"):
-            import sys; print(f"ROUTE p{partition} n={len(records)} lag={now - records[0].timestamp} ms", file=sys.stderr)
-        known, signed = self.known, self.config.settings.signed_symbols
-        routed: dict[int, list[TickRow]] = {}
-        ticks_in = good_n = since_check = 0
-        for rec in records:
-            good, bad = parse_rows(rec.value, known, signed)
-            ticks_in += len(good) + len(bad)
-            good_n += len(good)
-            for rej in bad:
-                await self._dead_letter(rej, partition, rec.offset, now)
-            self.map.route(good, routed)
-            since_check += len(good)
-            if since_check >= MAX_TICKS_PER_SHARD_RECORD:
-                since_check = 0
-                for n, rows in routed.items():
-                    if len(rows) >= MAX_TICKS_PER_SHARD_RECORD:
-                        await self._send_shard(n, partition, rec.offset, rows)
-                        routed[n] = []
-        for n, rows in routed.items():
-            if rows:
-                await self._send_shard(n, partition, records[-1].offset, rows)
+        """One fetched batch of ``ticks`` records of one partition -> a shard record per shard
+        (per chunk of ROUTE_CHUNK_TICKS ticks, cut at a record boundary)."""
+        rows, bad, ends = parse_records([r.value for r in records], self.known, self.config.settings.signed_symbols)
+        if bad:
+            now = _now_ms()
+            for i, rej in bad:
+                await self._dead_letter(rej, partition, records[i].offset, now)
+        first = 0  # of the chunk, in records
+        while first < len(records):
+            start = ends[first - 1] if first else 0
+            last = min(bisect_left(ends, start + ROUTE_CHUNK_TICKS, first), len(records) - 1)
+            routed = self.map.route(rows[start:ends[last]] if first or last < len(records) - 1 else rows)
+            for n, shard_rows in routed.items():
+                await self._send_shard(n, partition, records[last].offset, shard_rows)
+            first = last + 1
         c = self.counters
         c["records_in"] += len(records)
-        c["ticks_in"] += ticks_in
-        c["ticks_routed"] += good_n
+        c["ticks_in"] += len(rows) + len(bad)
+        c["ticks_routed"] += len(rows)
 
     async def _send_shard(self, n: int, partition: int, offset: int, rows: list[TickRow]) -> None:
         # (partition, offset) is the last ticks record these rows come from: chunks of one batch
@@ -262,6 +266,7 @@ class Pipeline:
                 sh.applied = dict(saved["applied"])
                 sh.pending = list(saved["pending"])
                 sh.watermark = saved["watermark"]
+                sh.newest = max((t[2] for t in sh.pending), default=sh.watermark)
             for sc in self.map.scenarios[n]:
                 e = sh.engine.engines[sc.id]
                 d = self._get(sc.id.encode())
@@ -346,19 +351,28 @@ class Pipeline:
         sh.emitted = {eid for sid in sh.engine.engines for ts, eid in by_scenario.get(sid, ()) if ts >= since}
 
     async def _admit(self, sh: _Shard, ticks: list[TickRow]) -> None:
-        if sh.watermark < 0:
-            sh.pending.extend(ticks)
-            return
-        oldest = sh.watermark - self.lateness_ms
-        now = _now_ms()
+        # Each tick is judged against the watermark it would meet had every tick before it been
+        # flushed at once: the second-newest event time admitted so far (a flush applies all but
+        # the newest). Judged against the last flush instead, a shard record carrying many days
+        # (the route stage batches what it fetched, e.g. a worker catching up) would admit ticks
+        # that the same days sent one by one dead-letter: the outcome would depend on batching.
+        wm, newest, second = sh.watermark, sh.newest, sh.second
+        lateness, pending, now = self.lateness_ms, sh.pending, 0
         for t in ticks:
-            if t[2] < oldest:
-                await self._dead_letter(Rejected("late", f"event time {t[2]} is more than "
-                                                 f"{self.lateness_ms} ms behind {sh.watermark}",
-                                                 {"symbol": t[0], "price": t[1], "ts_ms": t[2]}),
+            ts = t[2]
+            floor = wm if wm > second else second
+            if floor >= 0 and ts < floor - lateness:
+                now = now or _now_ms()
+                await self._dead_letter(Rejected("late", f"event time {ts} is more than {lateness} ms behind "
+                                                 f"{floor}", {"symbol": t[0], "price": t[1], "ts_ms": ts}),
                                         None, None, now)
                 continue
-            sh.pending.append(t)
+            pending.append(t)
+            if ts > newest:
+                newest, second = ts, newest
+            elif second < ts < newest:
+                second = ts
+        sh.newest, sh.second = newest, second
 
     async def _flush(self, sh: _Shard, *, final: bool) -> None:
         """Apply the waiting ticks: every timestamp older than the newest (or all, if ``final``)."""
@@ -392,10 +406,24 @@ class Pipeline:
 
     async def persist(self) -> None:
         """Write every owned shard's changed state to the changelog (see the module docstring)."""
+        started = time.monotonic()
         for sh in list(self._owned.values()):
             async with sh.lock:
                 if self._owned.get(sh.n) is sh:  # not revoked while we waited: the new owner writes it now
                     await self._persist(sh)
+        self._persisted_at = time.monotonic()
+        self._persist_took = self._persisted_at - started
+
+    def commit_due(self) -> bool:
+        """Whether the periodic commit (and so a state write) should happen now: every
+        PERSIST_INTERVAL_S, stretched under load so that writing stays within PERSIST_SHARE of the
+        time (10,000 busy scenarios take ~0.5 s to write), up to PERSIST_INTERVAL_MAX_S."""
+        wait = min(PERSIST_INTERVAL_MAX_S, max(PERSIST_INTERVAL_S, self._persist_took / PERSIST_SHARE))
+        return time.monotonic() - self._persisted_at >= wait * 0.95  # the commit timer ticks each second
+
+    async def _persist_timer(self) -> None:
+        if self.commit_due():
+            await self.persist()
 
     async def _persist(self, sh: _Shard) -> bool:
         """Write the shard's changed scenarios (the live part; the history part when it changed)
@@ -432,7 +460,9 @@ class Pipeline:
         # rather than through the table's synchronous buffer, so a burst of state writes applies
         # back-pressure here instead of overflowing faust's buffer.
         raw = orjson.dumps(value)
-        self.table.data[key] = raw
+        # The table keeps a right-sized copy: orjson's output holds on to its ~4 KB working buffer,
+        # which over 10,000 scenarios' states costs ~100 MB of memory for nothing.
+        self.table.data[key] = memoryview(raw).tobytes()
         self.counters["state_writes"] += 1
         await self._send(self.table.changelog_topic.get_topic_name(), key, raw, partition)
         return len(raw) + len(key)

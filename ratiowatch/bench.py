@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 7,
 }
 WINDOW_BYTES_PER_PARTITION = 2 * 1024 * 1024  # unread ticks the feeder allows: well inside the broker's 5 MB
+LATENCY_WARMUP_S = 2.0  # the latency phase's first seconds are timed apart (one-off work at assignment)
 
 
 class BenchError(RuntimeError):
@@ -94,16 +95,20 @@ def _phase(kind: str, what: str, spec: dict[str, Any], bootstrap: str, topic: st
     result["records"] = sent["records"]
     result["seconds"] = round(result["seconds"], 3)
     result["ticks_per_s"] = round(result["ticks"] / result["seconds"]) if result["seconds"] > 0 else None
+    # Per CPU-second of the worker process: what the numbers would be on a core of its own (the
+    # broker and the feed run beside it; on a shared machine the wall-clock figure moves with load).
+    result["ticks_per_cpu_s"] = round(result["ticks"] / result["cpu_s"]) if result.get("cpu_s") else None
     return result
 
 
 def _engine(what: str, market: BenchMarket, stream: list[Any], records: list[Record], partitions: int, *,
-            rate: float | None = None, latency: bool = False, profile: str | None = None) -> dict[str, Any]:
+            rate: float | None = None, latency: bool = False, warmup_ticks: int = 0,
+            profile: str | None = None) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         ensure_topics(broker, partitions)
         spec = {"url": broker.url, "partitions": partitions, "ticks": sum(r[3] for r in records),
                 "market": market.spec(), "profile": profile}
-        timer = EventTimer(broker.bootstrap, T.EVENTS, partitions) if latency else None
+        timer = EventTimer(broker.bootstrap, T.EVENTS, partitions, warmup_ticks) if latency else None
         try:
             r = _phase("engine", what, spec, broker.bootstrap, T.TICKS, records, partitions, rate, timer)
         finally:
@@ -121,8 +126,12 @@ def _engine(what: str, market: BenchMarket, stream: list[Any], records: list[Rec
     if timer is not None:
         if timer.events != r["events"]:
             raise BenchError(f"{what}: {timer.events} events read back of the {r['events']} sent")
+        r["events_read"] = timer.events
         r["latency_ms"] = percentiles(timer.latencies_ms)
         r["latency_samples"] = len(timer.latencies_ms)
+        r["worker_latency_ms"] = percentiles(timer.worker_ms)  # to the event record's creation
+        r["warmup_latency_ms"] = percentiles(timer.warmup_ms)
+        r["warmup_ticks"] = warmup_ticks
         r["offered_ticks_per_s"] = rate
     return r
 
@@ -183,11 +192,13 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
     log("engine: ratiowatch, one tick per record")
     eng["single_tick_records"] = _engine("engine (single)", market, stream, singles, P,
                                          profile=prof("engine-single"))
-    n_lat = int(o["latency_rate"] * o["latency_seconds"])
-    log(f"engine: latency at {o['latency_rate']:,} ticks/s offered for {o['latency_seconds']:g}s")
+    n_warm = int(o["latency_rate"] * LATENCY_WARMUP_S)
+    n_lat = n_warm + int(o["latency_rate"] * o["latency_seconds"])
+    log(f"engine: latency at {o['latency_rate']:,} ticks/s offered for {LATENCY_WARMUP_S:g}s + "
+        f"{o['latency_seconds']:g}s")
     lat_stream = market.ticks(n_lat)
     lat = _engine("engine (latency)", market, lat_stream, batch_records(lat_stream, o["latency_batch"], P), P,
-                  rate=o["latency_rate"], latency=True)
+                  rate=o["latency_rate"], latency=True, warmup_ticks=n_warm)
     eng["latency_ms"] = lat.pop("latency_ms")
     eng["latency"] = lat
     detail: dict[str, Any] = {}

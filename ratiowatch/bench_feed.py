@@ -12,6 +12,7 @@ embedded broker) so that the feed costs the machine as little as possible.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import threading
 import time
@@ -21,15 +22,15 @@ import orjson
 
 from .bench_market import Record
 
-__all__ = ["feed", "EventTimer"]
+__all__ = ["feed", "EventTimer", "percentiles"]
 
 
-def _producer(bootstrap: str) -> Any:
+def _producer(bootstrap: str, linger_ms: float) -> Any:
     from confluent_kafka import Producer
 
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "acks": "1",
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": linger_ms, "acks": "1",
                      "queue.buffering.max.kbytes": 256 * 1024, "queue.buffering.max.messages": 2_000_000,
-                     "batch.size": 1_000_000, "log_level": 3})
+                     "batch.size": 1_000_000, "batch.num.messages": 10_000, "log_level": 3})
 
 
 def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callable[[], int], *,
@@ -38,7 +39,10 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
     """Produce ``records`` to ``topic``. ``progress()`` is the worker's count of ticks consumed.
     ``rate`` (ticks/s) paces the feed; None sends as fast as the window allows. ``on_sent(record,
     t)`` is told the monotonic time each record was handed to the producer."""
-    p = _producer(bootstrap)
+    # Paced, each record goes out at once (its produce time is the latency's start); flat out, the
+    # producer batches as a feed under load would. That matters on the embedded broker, which
+    # answers a fetch with at most one produced batch per partition.
+    p = _producer(bootstrap, linger_ms=1 if rate is not None else 5)
     p.list_topics(topic, timeout=30)  # connected and metadata known before the clock starts
     ticks_before = [0]
     bytes_before = [0]
@@ -81,47 +85,86 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
 
 class EventTimer:
     """Reads ``events`` in a thread and times each event from the produce time of the ticks it
-    came from: the record that carried the last tick stamped with the event's time."""
+    came from: the record that carried the last tick stamped with the event's time. Read with
+    aiokafka (its own event loop in the thread): on the embedded broker librdkafka's consumer adds
+    ~10 ms of its own to every read, which is not the worker's latency."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
-        from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
-
-        self._c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-timer-{time.time_ns()}",
-                            "enable.auto.commit": False, "fetch.wait.max.ms": 2, "log_level": 3})
-        self._c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    def __init__(self, bootstrap: str, topic: str, partitions: int, warmup_ticks: int = 0) -> None:
+        """Events from the first ``warmup_ticks`` ticks sent are timed apart (``warmup_ms``): a
+        worker does one-off work when it gets its partitions (reading back the events it may have
+        sent before, its first state writes) that is not the steady state being measured."""
         self.sent_at: dict[int, float] = {}     # tick event time -> when its record was produced
         self.latencies_ms: list[float] = []     # produced -> event read back
         self.worker_ms: list[float] = []        # produced -> event record created (its Kafka timestamp)
+        self.warmup_ms: list[float] = []
+        self._warmup_left = warmup_ticks
+        self._warm_ts: set[int] = set()         # event times of the warm-up ticks
         self.unmatched = 0
         self.events = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-event-timer", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(bootstrap, topic, partitions),
+                                        name="bench-event-timer", daemon=True)
         self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
 
     def on_sent(self, record: Record, t: float) -> None:
         sent_at = self.sent_at
+        warm = self._warmup_left > 0
+        self._warmup_left -= record[3]
         for tick in orjson.loads(record[2]) if record[2][:1] == b"[" else [orjson.loads(record[2])]:
             sent_at[tick["ts_ms"]] = t
+            if warm:
+                self._warm_ts.add(tick["ts_ms"])
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for m in self._c.consume(num_messages=1000, timeout=0.02):
+    def _run(self, bootstrap: str, topic: str, partitions: int) -> None:
+        try:
+            asyncio.run(self._read(bootstrap, topic, partitions))
+        except BaseException as e:  # reported by __init__ or stop()
+            self._error = e
+            self._ready.set()
+
+    async def _read(self, bootstrap: str, topic: str, partitions: int) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                    fetch_max_wait_ms=2)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            self._ready.set()
+            while not self._stop.is_set():
+                batches = await consumer.getmany(timeout_ms=20)
                 now = time.time()
-                if m.error():
-                    continue
-                self.events += 1
-                sent = self.sent_at.get(orjson.loads(m.value())["ts_ms"])
-                if sent is None:
-                    self.unmatched += 1
-                else:
-                    self.latencies_ms.append((now - sent) * 1000.0)
-                    self.worker_ms.append(m.timestamp()[1] - sent * 1000.0)
+                for records in batches.values():
+                    for m in records:
+                        self._time(m.value, m.timestamp, now)
+        finally:
+            await consumer.stop()
+
+    def _time(self, value: bytes, created_ms: int, now: float) -> None:
+        self.events += 1
+        ts = orjson.loads(value)["ts_ms"]
+        sent = self.sent_at.get(ts)
+        if sent is None:
+            self.unmatched += 1
+        elif ts in self._warm_ts:
+            self.warmup_ms.append((now - sent) * 1000.0)
+        else:
+            self.latencies_ms.append((now - sent) * 1000.0)
+            self.worker_ms.append(created_ms - sent * 1000.0)
 
     def stop(self, linger_s: float = 0.5) -> None:
         time.sleep(linger_s)  # the last events are still on their way
         self._stop.set()
-        self._thread.join()
-        self._c.close()
+        self._thread.join(30)
+        if self._error is not None:
+            raise self._error
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:

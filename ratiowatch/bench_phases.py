@@ -104,6 +104,7 @@ async def limit(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     count = 0
+    cpu0 = _cpu_s()
     conn.send(("ready", {}))
     expected = spec["ticks"]
     first = None
@@ -120,7 +121,8 @@ async def limit(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any
         end = time.perf_counter()
     finally:
         await consumer.stop()
-    return {"ticks": count, "seconds": end - (first or end), "peak_rss_mb": round(_rss_mb(), 1)}
+    return {"ticks": count, "seconds": end - (first or end), "cpu_s": round(_cpu_s() - cpu0, 2),
+            "peak_rss_mb": round(_rss_mb(), 1)}
 
 
 # --- baseline: the faust idiom ----------------------------------------------------------------
@@ -167,12 +169,14 @@ async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, 
     await app.start()
     while not (app.consumer.assignment() and not app.rebalancing and app.tables.recovery.completed.is_set()):
         await asyncio.sleep(0.05)
+    cpu0 = _cpu_s()
     conn.send(("ready", {}))
     try:
         first, end = await _measure(lambda: state["ticks"], spec["ticks"], progress)
+        cpu = _cpu_s() - cpu0
     finally:
         await app.stop()
-    return {"ticks": state["ticks"], "seconds": end - first, "ratios": state["ratios"],
+    return {"ticks": state["ticks"], "seconds": end - first, "cpu_s": round(cpu, 2), "ratios": state["ratios"],
             "peak_rss_mb": round(_rss_mb(), 1)}
 
 
