@@ -38,6 +38,7 @@ import os
 import time
 from bisect import bisect_left
 from collections import Counter
+from operator import itemgetter
 from typing import Any, Awaitable, Callable
 
 import faust
@@ -48,22 +49,24 @@ from ratiowatch.config import Config
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.ticks import Rejected, dlq_record, parse_records
 
-from .engine import ScenarioEngine, ScenarioState, ShardEngine, TickRow, group_by_ts
-from .shards import ShardMap, decode_shard_record, encode_shard_record
+from .engine import ScenarioEngine, ScenarioState, ShardEngine, TickRow
+from .shards import ShardMap, decode_shard_record, encode_shard_segments
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
 
+_EVENT_TIME = itemgetter(2)   # of a tick row (symbol, price, ts_ms)
 SHARD_KEY_PREFIX = "~shard/"  # table key of a shard's own state; '~' sorts after scenario ids
 HISTORY_SUFFIX = "/history"   # table key of a scenario's past closes (ids cannot contain '/')
 REWRITE_AFTER_BYTES = 2 * 1024 * 1024
 # The route stage cuts what it fetched into chunks of this many ticks (plus the rest of the record
-# that reaches it), one shard record per shard each: a shard record stays under the producer's
-# 1 MB request limit (~32 bytes a tick; one input record of at most 1 MB adds ~600 KB at worst),
-# and small documents decode faster per tick (orjson: ~200 ns a tick at a few thousand, ~480 ns
-# at 20,000).
+# that reaches it) and sends a shard's record once it holds SHARD_RECORD_TICKS: a shard record
+# stays under the producer's 1 MB request limit (~32 bytes a tick; one input record of at most
+# 1 MB adds ~600 KB at worst), and small documents decode faster per tick (orjson: ~200 ns a tick
+# at a few thousand, ~480 ns at 20,000) while each record costs ~100 µs to send, fetch and hand over.
 ROUTE_CHUNK_TICKS = 8_000
+SHARD_RECORD_TICKS = 2_000
 PERSIST_INTERVAL_S = 1.0        # state writes (and periodic commits) at most this often...
 PERSIST_SHARE = 0.1             # ...or less often, so that writing takes at most this share of the time
 PERSIST_INTERVAL_MAX_S = 30.0   # ...but at least this often (how much a killed worker re-reads)
@@ -210,33 +213,42 @@ class Pipeline:
 
     # --- ticks -> shard topic -----------------------------------------------------------------
 
-    async def _route(self, partition: int, records: list[Any]) -> None:
-        """One fetched batch of ``ticks`` records of one partition -> a shard record per shard
-        (per chunk of ROUTE_CHUNK_TICKS ticks, cut at a record boundary)."""
-        rows, bad, ends = parse_records([r.value for r in records], self.known, self.config.settings.signed_symbols)
-        if bad:
-            now = _now_ms()
-            for i, rej in bad:
-                await self._dead_letter(rej, partition, records[i].offset, now)
-        first = 0  # of the chunk, in records
-        while first < len(records):
-            start = ends[first - 1] if first else 0
-            last = min(bisect_left(ends, start + ROUTE_CHUNK_TICKS, first), len(records) - 1)
-            routed = self.map.route(rows[start:ends[last]] if first or last < len(records) - 1 else rows)
-            for n, shard_rows in routed.items():
-                await self._send_shard(n, partition, records[last].offset, shard_rows)
-            first = last + 1
-        c = self.counters
-        c["records_in"] += len(records)
-        c["ticks_in"] += len(rows) + len(bad)
-        c["ticks_routed"] += len(rows)
+    async def _route(self, batches: list[tuple[int, list[Any]]]) -> None:
+        """What one fetch brought from ``ticks`` (records of one or more partitions) -> shard
+        records (see SHARD_RECORD_TICKS), a segment per source partition in each."""
+        out: dict[int, list[tuple[int, int, list[TickRow]]]] = {}  # shard -> segments not sent yet
+        size: dict[int, int] = {}
+        for partition, records in batches:
+            rows, bad, ends = parse_records([r.value for r in records], self.known,
+                                            self.config.settings.signed_symbols)
+            if bad:
+                now = _now_ms()
+                for i, rej in bad:
+                    await self._dead_letter(rej, partition, records[i].offset, now)
+            first = 0  # chunks of about ROUTE_CHUNK_TICKS ticks, cut at a record boundary
+            while first < len(records):
+                start = ends[first - 1] if first else 0
+                last = min(bisect_left(ends, start + ROUTE_CHUNK_TICKS, first), len(records) - 1)
+                routed = self.map.route(rows[start:ends[last]] if first or last < len(records) - 1 else rows)
+                for n, shard_rows in routed.items():
+                    # (partition, offset) is the last ticks record the rows come from: segments of
+                    # one partition carry increasing offsets, so "already applied" stays exact.
+                    out.setdefault(n, []).append((partition, records[last].offset, shard_rows))
+                    size[n] = size.get(n, 0) + len(shard_rows)
+                    if size[n] >= SHARD_RECORD_TICKS:
+                        await self._send_shard(n, out.pop(n), size.pop(n))
+                first = last + 1
+            c = self.counters
+            c["records_in"] += len(records)
+            c["ticks_in"] += len(rows) + len(bad)
+            c["ticks_routed"] += len(rows)
+        for n, segments in out.items():
+            await self._send_shard(n, segments, size[n])
 
-    async def _send_shard(self, n: int, partition: int, offset: int, rows: list[TickRow]) -> None:
-        # (partition, offset) is the last ticks record these rows come from: chunks of one batch
-        # carry increasing offsets, so the shard's "already applied" check stays exact.
-        self.counters["shard_copies_sent"] += len(rows)
+    async def _send_shard(self, n: int, segments: list[tuple[int, int, list[TickRow]]], ticks: int) -> None:
+        self.counters["shard_copies_sent"] += ticks
         self.counters["shard_records_sent"] += 1
-        await self._send(T.SHARD_TICKS, b"%d" % n, encode_shard_record(partition, offset, rows), n)
+        await self._send(T.SHARD_TICKS, b"%d" % n, encode_shard_segments(segments), n)
 
     async def _send(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
         # Straight to the producer: faust's Topic.send builds a FutureMessage, a PendingMessage and
@@ -309,33 +321,38 @@ class Pipeline:
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
         shards = sorted(tp.partition for tp in assigned if tp.topic == T.SHARD_TICKS)
         log.info("this worker owns shards %s of %d", ",".join(map(str, shards)) or "none", self.shards)
+        if shards and self._on_topic is None:
+            # Read `events` back while faust recovers the tables, rather than holding up the
+            # first ticks for it (~0.5 s): see _load_emitted.
+            self._on_topic = asyncio.ensure_future(_events_on_topic(self.app, self.shards))
         # The live page shows every scenario from the start (warm-started ones with their readings),
         # not only those a tick has touched since.
         self._dirty_status.update((n, sc.id) for n in shards for sc in self.map.scenarios[n])
 
-    async def _evaluate(self, n: int, records: list[Any]) -> None:
-        """One fetched batch of shard records of shard ``n``: admit, apply, emit (state is written
-        later, see the module docstring)."""
-        sh = self._shard(n)
-        async with sh.lock:
-            if sh.emitted is None:
-                await self._load_emitted(sh)
-            copies = skipped = 0
-            for rec in records:
-                p, o, ticks, _ = decode_shard_record(rec.value)
-                key = str(p)
-                copies += len(ticks)
-                if o <= sh.applied.get(key, -1):
-                    skipped += len(ticks)
-                    continue
-                sh.applied[key] = o
-                await self._admit(sh, ticks)
-            self.counters["shard_copies_in"] += copies
-            if skipped:
-                self.counters["duplicates_skipped"] += skipped
-            sh.meta_dirty = True
-            sh.last_arrival = time.monotonic()
-            await self._flush(sh, final=False)
+    async def _evaluate(self, batches: list[tuple[int, list[Any]]]) -> None:
+        """What one fetch brought from the shard topic: per shard, admit, apply, emit (state is
+        written later, see the module docstring)."""
+        for n, records in batches:
+            sh = self._shard(n)
+            async with sh.lock:
+                if sh.emitted is None:
+                    await self._load_emitted(sh)
+                copies = skipped = 0
+                for rec in records:
+                    for p, o, ticks, _ in decode_shard_record(rec.value):
+                        key = str(p)
+                        copies += len(ticks)
+                        if o <= sh.applied.get(key, -1):
+                            skipped += len(ticks)
+                            continue
+                        sh.applied[key] = o
+                        await self._admit(sh, ticks)
+                self.counters["shard_copies_in"] += copies
+                if skipped:
+                    self.counters["duplicates_skipped"] += skipped
+                sh.meta_dirty = True
+                sh.last_arrival = time.monotonic()
+                await self._flush(sh, final=False)
 
     async def _load_emitted(self, sh: _Shard) -> None:
         """The events of the shard's scenarios that are on the topic and that ticks re-applied
@@ -378,17 +395,18 @@ class Pipeline:
         """Apply the waiting ticks: every timestamp older than the newest (or all, if ``final``)."""
         if not sh.pending:
             return
-        groups = group_by_ts(sh.pending)
-        ready = groups if final else groups[:-1]
-        if not ready:
+        pending = sh.pending
+        pending.sort(key=_EVENT_TIME)  # stable: arrival order is kept within a timestamp
+        cut = len(pending) if final else bisect_left(pending, pending[-1][2], key=_EVENT_TIME)
+        if not cut:
             return
-        sh.pending = [] if final else groups[-1][1]
+        ready, sh.pending = pending[:cut], pending[cut:]
         sh.meta_dirty = True
         touched: set[str] = set()
-        out = sh.engine.apply_groups(sh.states, ready, touched)
-        if ready[-1][0] > sh.watermark:
-            sh.watermark = ready[-1][0]
-        self.counters["shard_ticks_applied"] += sum(len(ticks) for _, ticks in ready)
+        out = sh.engine.apply_sorted(sh.states, ready, touched)
+        if ready[-1][2] > sh.watermark:
+            sh.watermark = ready[-1][2]
+        self.counters["shard_ticks_applied"] += cut
         sh.dirty |= touched
         for ev in out:
             if ev["event_id"] in sh.emitted:  # re-applied after a restart, and already sent then

@@ -3,9 +3,9 @@
 Per-scenario state needs all of its legs (and its confirmations' legs) in one place, so ticks
 keyed by symbol are re-keyed to the shard that owns each scenario using them. A shard is a
 partition of the shard topic and of the state table's changelog: they are co-partitioned by
-construction (the same partition number). One shard record carries every tick of one source
-record batch that the shard needs, so a tick is copied at most once per shard, not once per
-scenario.
+construction (the same partition number). One shard record carries every tick that the shard
+needs from what the route stage fetched at once (one segment per source partition), so a tick is
+copied at most once per shard, not once per scenario.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import orjson
 from ratiowatch.config import Scenario
 from ratiowatch.streams.ticks import Tick
 
-__all__ = ["shard_of", "ShardMap", "encode_shard_record", "decode_shard_record"]
+__all__ = ["shard_of", "ShardMap", "encode_shard_record", "encode_shard_segments", "decode_shard_record"]
 
 
 def shard_of(scenario_id: str, shards: int) -> int:
@@ -60,19 +60,31 @@ class ShardMap:
 
 def encode_shard_record(src_partition: int, src_offset: int, ticks: Sequence[Sequence[Any]],
                         produced_ms: list[int] | None = None) -> bytes:
-    """``src`` names the ``ticks`` record(s) the ticks came from: the consumer of the shard topic
-    skips what it has already applied after a restart. ``produced_ms`` (optional, per tick) carries
-    the producer's timestamp for latency measurement. Ticks are (symbol, price, ts_ms) rows."""
-    # Plain tuples and lists go to orjson as they are (a Tick, a NamedTuple, it would refuse).
-    rows = ticks if not ticks or type(ticks[0]) is not Tick else [tuple(t) for t in ticks]
-    doc: dict[str, Any] = {"p": src_partition, "o": src_offset, "t": rows}
+    """One segment (see :func:`encode_shard_segments`) in the original single-source form.
+    ``produced_ms`` (optional, per tick) carries the producer's timestamp for latency measurement."""
+    doc: dict[str, Any] = {"p": src_partition, "o": src_offset, "t": _rows(ticks)}
     if produced_ms is not None:
         doc["pm"] = produced_ms
     return orjson.dumps(doc)
 
 
-def decode_shard_record(raw: bytes) -> tuple[int, int, list[list[Any]], list[int] | None]:
-    """(source partition, source offset, ticks as [symbol, price, ts_ms] lists, produce times):
-    the engine reads ticks by position, so no object is built per tick."""
+def encode_shard_segments(segments: Sequence[tuple[int, int, Sequence[Sequence[Any]]]]) -> bytes:
+    """A shard record carrying ticks from several ``ticks`` partitions: one segment
+    ``(source partition, source offset, ticks)`` each. The source names the ``ticks`` record(s) the
+    ticks came from: the consumer of the shard topic skips a segment it has already applied after
+    a restart. Ticks are (symbol, price, ts_ms) rows."""
+    return orjson.dumps({"s": [(p, o, _rows(t)) for p, o, t in segments]})
+
+
+def _rows(ticks: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    # Plain tuples and lists go to orjson as they are (a Tick, a NamedTuple, it would refuse).
+    return ticks if not ticks or type(ticks[0]) is not Tick else [tuple(t) for t in ticks]
+
+
+def decode_shard_record(raw: bytes) -> list[tuple[int, int, list[list[Any]], list[int] | None]]:
+    """Its segments: (source partition, source offset, ticks as [symbol, price, ts_ms] lists,
+    produce times or None). The engine reads ticks by position, so no object is built per tick."""
     d = orjson.loads(raw)
-    return d["p"], d["o"], d["t"], d.get("pm")
+    if "s" in d:
+        return [(p, o, t, None) for p, o, t in d["s"]]
+    return [(d["p"], d["o"], d["t"], d.get("pm"))]

@@ -22,7 +22,7 @@ import orjson
 
 from .bench_market import Record
 
-__all__ = ["feed", "EventTimer", "percentiles"]
+__all__ = ["feed", "prefill_count", "EventTimer", "percentiles"]
 
 
 def _producer(bootstrap: str, linger_ms: float) -> Any:
@@ -33,15 +33,28 @@ def _producer(bootstrap: str, linger_ms: float) -> Any:
                      "batch.size": 1_000_000, "batch.num.messages": 10_000, "log_level": 3})
 
 
+def prefill_count(records: Sequence[Record], window_bytes: int) -> int:
+    """How many leading records can be produced before the worker starts: as many as fit in the
+    window, within the first session."""
+    total = 0
+    for i, r in enumerate(records):
+        total += len(r[2])
+        if total > window_bytes or r[4] != records[0][4]:
+            return i
+    return len(records)
+
+
 def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callable[[], int], *,
-         window_bytes: int, rate: float | None = None,
+         window_bytes: int, first: int = 0, last: int | None = None, rate: float | None = None,
          on_sent: Callable[[Record, float], None] | None = None) -> dict[str, Any]:
-    """Produce ``records`` to ``topic``. ``progress()`` is the worker's count of ticks consumed.
-    ``rate`` (ticks/s) paces the feed; None sends as fast as the window allows. ``on_sent(record,
-    t)`` is told the monotonic time each record was handed to the producer."""
+    """Produce ``records[first:last]`` to ``topic``. ``progress()`` is the worker's count of ticks
+    consumed (of all ``records``). ``rate`` (ticks/s) paces the feed; None sends as fast as the
+    window allows. ``on_sent(record, t)`` is told the wall-clock time each record was handed to
+    the producer."""
+    last = len(records) if last is None else last
     # Paced, each record goes out at once (its produce time is the latency's start); flat out, the
-    # producer batches as a feed under load would. That matters on the embedded broker, which
-    # answers a fetch with at most one produced batch per partition.
+    # producer batches as a feed under load would (librdkafka's default linger). That matters on
+    # the embedded broker, which answers a fetch with at most one produced batch per partition.
     p = _producer(bootstrap, linger_ms=1 if rate is not None else 5)
     p.list_topics(topic, timeout=30)  # connected and metadata known before the clock starts
     ticks_before = [0]
@@ -50,15 +63,16 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
         ticks_before.append(ticks_before[-1] + r[3])
         bytes_before.append(bytes_before[-1] + len(r[2]))
     t0 = time.monotonic()
-    session = records[0][4] if records else 0
-    for i, r in enumerate(records):
+    session = records[first - 1][4] if first else records[0][4] if records else 0  # (a roll at `first` waits too)
+    for i in range(first, last):
+        r = records[i]
         if r[4] != session:
             session = r[4]
             p.flush()
             while progress() < ticks_before[i]:
                 time.sleep(0.0005)
         if rate is not None:
-            wait = t0 + ticks_before[i] / rate - time.monotonic()
+            wait = t0 + (ticks_before[i] - ticks_before[first]) / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
         else:
@@ -79,8 +93,8 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
     left = p.flush(30)
     if left:
         raise RuntimeError(f"{left} tick records were not delivered to the broker")
-    return {"records": len(records), "ticks": ticks_before[-1], "bytes": bytes_before[-1],
-            "seconds": time.monotonic() - t0}
+    return {"records": last - first, "ticks": ticks_before[last] - ticks_before[first],
+            "bytes": bytes_before[last] - bytes_before[first], "seconds": time.monotonic() - t0}
 
 
 class EventTimer:

@@ -8,11 +8,11 @@
 - History: daily closes before the first live session, run through the pure engine to
   warm-start every scenario (as ``run --history`` does), so lookback rules are live from the
   first tick. The shipped symbols get a year of it (their windows reach 252 sessions).
-- Live stream: sessions of ``ticks_per_session`` ticks from 09:30 New York; the clock advances one
-  millisecond every ``ticks_per_ms`` ticks (a busy desk feed: most ticks do not share a timestamp
-  with their scenario's other leg); which symbol ticks is drawn with skewed activity, as in a real
-  market; prices are random walks. The stream covers the symbols the scenarios use (a feed
-  subscription), so no tick is rejected as unknown.
+- Live stream: sessions (trading days) of ``ticks_per_session`` ticks from 09:30 New York; the
+  clock advances one millisecond every ``ticks_per_ms`` ticks (a busy desk feed: most ticks do not
+  share a timestamp with their scenario's other leg); which symbol ticks is drawn with skewed
+  activity, as in a real market; prices are random walks. The stream covers the symbols the
+  scenarios use (a feed subscription), so no tick is rejected as unknown.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class BenchMarket:
     """``scenarios`` in total (the shipped ones first; None: one generated pair per two symbols)
     over a universe of ``symbols`` generated names."""
 
-    def __init__(self, scenarios: int | None, symbols: int, *, seed: int = 7, ticks_per_session: int = 100_000,
+    def __init__(self, scenarios: int | None, symbols: int, *, seed: int = 7, ticks_per_session: int = 500_000,
                  ticks_per_ms: int = 25) -> None:
         self.seed = seed
         self.n_scenarios, self.n_symbols = scenarios, symbols
@@ -118,9 +118,9 @@ class BenchMarket:
                         "rearm": 0.02 if up else -0.02}
             elif kind < 0.7:
                 ratio = last[a] / last[b]  # a level close to today's ratio: it crosses intraday
-                x = ratio * (1.0 + (0.01 if up else -0.01))
+                x = ratio * (1.0 + (0.004 if up else -0.004))
                 rule = {"series": f"{a}/{b}", ("above" if up else "below"): x,
-                        "rearm": ratio * (1.0 + (0.005 if up else -0.005))}
+                        "rearm": ratio * (1.0 + (0.002 if up else -0.002))}
             elif kind < 0.85:
                 rule = {"series": f"{a}/{b}", "lookback": 21, ("above" if up else "below"): 0.08 if up else -0.08,
                         "rearm": 0.05 if up else -0.05}

@@ -7,7 +7,8 @@ another, and reports back through a pipe. The feed comes from the parent process
 
 Protocol: the child sets up, sends ("ready", info), counts ticks consumed into the shared
 ``progress`` counter (the feeder paces itself on it), and sends ("result", dict) once every
-expected tick has been processed. Timing starts when the first tick is seen.
+expected tick has been processed. The bare consumer's ticks are on the broker before it starts and
+its clock starts at its first fetch; the others' clocks start at "ready" (the feed starts then).
 """
 
 from __future__ import annotations
@@ -58,16 +59,28 @@ def child_main(kind: str, spec: dict[str, Any], conn: Any, progress: Any) -> Non
     conn.send(("result", result))
 
 
-async def _measure(counter: Any, expected: int, progress: Any, done: Any = None) -> tuple[float, float]:
-    """(first tick seen, all processed) monotonic times, polling ``counter()``."""
-    first = None
+class _Clock:
+    """Started when the worker says it is ready: the feed only begins then, so the worker is idle
+    until its first tick arrives a few milliseconds later. (Starting at the first tick seen would
+    miss the first fetch's work: a fetch can bring a hundred thousand ticks, and the counters move
+    only once they are handled.)"""
+
+    def __init__(self) -> None:
+        self.t0 = self.cpu0 = 0.0
+
+    def start(self) -> None:
+        self.t0, self.cpu0 = time.perf_counter(), _cpu_s()
+
+
+async def _measure(counter: Any, expected: int, progress: Any, clock: _Clock,
+                   done: Any = None) -> tuple[float, float]:
+    """(seconds, CPU seconds) from ``clock`` start until ``counter()`` reaches ``expected`` (and
+    ``done()``), keeping ``progress`` up to date for the feeder."""
     while True:
         n = counter()
         progress.value = n
-        if first is None and n > 0:
-            first = time.perf_counter()
         if n >= expected and (done is None or done()):
-            return first or time.perf_counter(), time.perf_counter()
+            return time.perf_counter() - clock.t0, _cpu_s() - clock.cpu0
         await asyncio.sleep(POLL_S)
 
 
@@ -104,16 +117,15 @@ async def limit(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     count = 0
-    cpu0 = _cpu_s()
     conn.send(("ready", {}))
     expected = spec["ticks"]
-    first = None
+    first = cpu0 = None
     try:
         while count < expected:
             batches = await consumer.getmany(timeout_ms=100, max_records=10_000)
             for records in batches.values():
                 if first is None:
-                    first = time.perf_counter()
+                    first, cpu0 = time.perf_counter(), _cpu_s()
                 for r in records:
                     doc = orjson.loads(r.value)
                     count += len(doc) if isinstance(doc, list) else 1
@@ -121,7 +133,7 @@ async def limit(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any
         end = time.perf_counter()
     finally:
         await consumer.stop()
-    return {"ticks": count, "seconds": end - (first or end), "cpu_s": round(_cpu_s() - cpu0, 2),
+    return {"ticks": count, "seconds": end - (first or end), "cpu_s": round(_cpu_s() - (cpu0 or _cpu_s()), 2),
             "peak_rss_mb": round(_rss_mb(), 1)}
 
 
@@ -145,7 +157,7 @@ async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, 
                       partitions=spec["partitions"])
     prices = app.Table("prices", default=float, partitions=spec["partitions"])
     partner: dict[str, str] = spec["partner"]
-    state = {"ticks": 0, "ratios": 0}
+    state: dict[str, Any] = {"ticks": 0, "ratios": 0, "ratio": None}
 
     def on_tick(tick: TickRecord) -> None:
         prices[tick.symbol] = tick.price  # the table write (changelogged) per tick
@@ -153,7 +165,7 @@ async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, 
         if other is not None:
             q = prices.get(other)
             if q:
-                _ratio = tick.price / q
+                state["ratio"] = tick.price / q  # the job: the ratio, on every tick
                 state["ratios"] += 1
         state["ticks"] += 1
 
@@ -169,14 +181,15 @@ async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, 
     await app.start()
     while not (app.consumer.assignment() and not app.rebalancing and app.tables.recovery.completed.is_set()):
         await asyncio.sleep(0.05)
-    cpu0 = _cpu_s()
+    clock = _Clock()
+    measure = asyncio.ensure_future(_measure(lambda: state["ticks"], spec["ticks"], progress, clock))
+    clock.start()
     conn.send(("ready", {}))
     try:
-        first, end = await _measure(lambda: state["ticks"], spec["ticks"], progress)
-        cpu = _cpu_s() - cpu0
+        seconds, cpu = await measure
     finally:
         await app.stop()
-    return {"ticks": state["ticks"], "seconds": end - first, "cpu_s": round(cpu, 2), "ratios": state["ratios"],
+    return {"ticks": state["ticks"], "seconds": seconds, "cpu_s": round(cpu, 2), "ratios": state["ratios"],
             "peak_rss_mb": round(_rss_mb(), 1)}
 
 
@@ -190,25 +203,26 @@ async def engine(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, An
     seed = market.seed_states()
     datadir = tempfile.mkdtemp(prefix="rw-bench-")
     rt = Runtime(market.config, broker_url=spec["url"], partitions=spec["partitions"], seed=seed, datadir=datadir)
-    await rt.start()
     rss_ready = _rss_mb()
-    cpu0 = _cpu_s()
-    conn.send(("ready", {"scenarios": len(market.config.scenarios), "symbols": len(market.symbols)}))
     pipe = rt.pipeline
     c = pipe.counters
 
-    def done() -> bool:
+    def done() -> bool:  # every routed copy applied (or dead-lettered: the parent fails the run then)
         return (c["shard_copies_in"] >= c["shard_copies_sent"]
                 and c["shard_ticks_applied"] + c["dlq.late"] >= c["shard_copies_sent"] and pipe.idle())
 
+    await rt.start()
     profiler = _profiler(spec)
+    clock = _Clock()
+    measure = asyncio.ensure_future(_measure(lambda: c["ticks_in"], spec["ticks"], progress, clock, done))
+    clock.start()
+    conn.send(("ready", {"scenarios": len(market.config.scenarios), "symbols": len(market.symbols)}))
     try:
-        first, end = await _measure(lambda: c["ticks_in"], spec["ticks"], progress, done)
-        cpu = _cpu_s() - cpu0
+        seconds, cpu = await measure
     finally:
         _save_profile(profiler, spec)
         await rt.stop()
-    return {"ticks": c["ticks_in"], "seconds": end - first, "cpu_s": round(cpu, 2),
+    return {"ticks": c["ticks_in"], "seconds": seconds, "cpu_s": round(cpu, 2),
             "peak_rss_mb": round(_rss_mb(), 1), "rss_ready_mb": round(rss_ready, 1),
             "counters": {k: v for k, v in sorted(c.items())}, "pid": os.getpid()}
 

@@ -117,8 +117,7 @@ def _tune_gc() -> None:
     # thousands of times a second and its generation-2 passes rescan every scenario's state,
     # ~17% of the work at 100,000 ticks/s. Collect far less often; reference counting frees
     # the per-tick objects anyway, the collector is only needed for the odd cycle.
-    gen0, gen1, gen2 = gc.get_threshold()
-    if gen0 < GC_THRESHOLD[0]:
+    if gc.get_threshold()[0] < GC_THRESHOLD[0]:
         gc.set_threshold(*GC_THRESHOLD)
 
 
@@ -128,12 +127,13 @@ def _tune_gc() -> None:
 # futures (``wait_first``), the conductor decodes it into an Event, queues it, the stream and its
 # ``take`` buffer pass it on and ack it. That costs ~50-80 µs a record, so one worker tops out
 # near 12,000 records/s however little the agent does with them. For the tick topics the pipeline
-# needs a record's bytes, partition and offset, nothing more, so the consumer below hands each
-# fetched batch of a partition to one call and acks it in one step. Everything else stays faust's:
+# needs a record's bytes, partition and offset, nothing more, so the consumer below hands what
+# each fetch brought from a topic to one call and acks it in one step. Everything else stays faust's:
 # the group, rebalances, flow control, offset commits, table recovery, and every other topic
 # (the notifier's agent on ``events``, for one) goes through the usual per-record path.
 
-BatchHandler = Callable[[int, list[Any]], Awaitable[None]]  # (partition, aiokafka ConsumerRecords)
+# Called with [(partition, aiokafka ConsumerRecords in offset order), ...]: what one fetch brought.
+BatchHandler = Callable[[list[tuple[int, list[Any]]]], Awaitable[None]]
 
 
 # How long the broker may hold a fetch that finds no data. Kafka answers as soon as data arrives,
@@ -152,7 +152,6 @@ class BatchConsumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._batch_acked: dict[Any, int] = {}  # batch partition -> last offset handled
         self._changelogs_paused: set[Any] = set()  # see _sync_changelog_fetching
-        self._synced_generation = -1
 
     def _new_consumer_thread(self) -> Any:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -174,22 +173,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     await self.perform_seek()  # as faust's getmany: re-read from the committed offsets
                     continue
                 generation = app.consumer_generation_id
-                if generation != self._synced_generation:  # a new assignment, recovered
-                    self._synced_generation = generation
-                    self._sync_changelog_fetching()
+                batches: dict[str, list[tuple[Any, list[Any]]]] = {}  # batch topic -> its partitions' records
                 for tp, recs in records.items():
                     if not self.flow_active or app.consumer_generation_id != generation:
                         break  # a rebalance started: what was fetched is read again by the new owner
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
                     app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                    handler = handlers.get(tp.topic)
-                    if handler is None:
+                    if tp.topic not in handlers:
                         await self._deliver_each(tp, recs)
-                    else:
-                        await acquire_flow_control()
-                        await self._deliver_batch(tp, recs, handler)
-                    await asyncio.sleep(0)
+                        await asyncio.sleep(0)
+                        continue
+                    r_offset = self._read_offset[tp]
+                    # In offset order: only a batch overlapping what was read (a seek) needs sorting out.
+                    if r_offset is not None and recs[0].offset < r_offset:
+                        recs = [r for r in recs if r.offset >= r_offset]
+                    if recs:
+                        batches.setdefault(tp.topic, []).append((tp, recs))
+                for topic, parts in batches.items():
+                    if not self.flow_active or app.consumer_generation_id != generation:
+                        break
+                    await acquire_flow_control()
+                    await self._deliver_batches(topic, parts, handlers[topic])
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -217,17 +222,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 self._read_offset[tp] = message.offset
 
-    async def _deliver_batch(self, tp: Any, recs: list[Any], handler: BatchHandler) -> None:
-        r_offset = self._read_offset[tp]
-        # In offset order: only a batch that overlaps what was read (after a seek) needs sorting out.
-        fresh = recs if r_offset is None or recs[0].offset >= r_offset else [r for r in recs if r.offset >= r_offset]
-        if not fresh:
-            return
-        await handler(tp.partition, fresh)
-        if self.app.topics.acks_enabled_for(tp.topic):
-            self._ack_offsets(tp, fresh)
-        self._read_offset[tp] = fresh[-1].offset
-        self.app.monitor.stream_inbound_time[tp] = monotonic()  # the livelock check's "still moving"
+    async def _deliver_batches(self, topic: str, parts: list[tuple[Any, list[Any]]], handler: BatchHandler) -> None:
+        """One call for everything fetched from ``topic`` this round (a fetch may bring a little
+        from each of many partitions: one call each would multiply the per-call work)."""
+        await handler([(tp.partition, recs) for tp, recs in parts])
+        acks = self.app.topics.acks_enabled_for(topic)
+        now = monotonic()
+        for tp, recs in parts:
+            if acks:
+                self._ack_offsets(tp, recs)
+            self._read_offset[tp] = recs[-1].offset
+            self.app.monitor.stream_inbound_time[tp] = now  # the livelock check's "still moving"
 
     def _ack_offsets(self, tp: Any, recs: list[Any]) -> None:
         """Consumer.ack for a whole batch: everything up to its last offset becomes committable.
@@ -246,6 +251,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
             return last + 1
         return super()._new_offset(tp)
 
+    # faust pauses and resumes partitions around every recovery (after each assignment).
     def pause_partitions(self, tps: Any) -> None:
         super().pause_partitions(tps)
         self._sync_changelog_fetching()
@@ -342,9 +348,9 @@ class RatiowatchApp(faust.App):
         return _Transport(self.conf.broker_consumer, self)
 
     def consume_batches(self, topic: Any, handler: BatchHandler) -> None:
-        """Subscribe ``topic``; ``handler(partition, records)`` gets each fetched batch, in offset
-        order, and the batch is acknowledged when it returns. An exception crashes the worker
-        (nothing is acknowledged, so the batch is read again after a restart)."""
+        """Subscribe ``topic``; ``handler([(partition, records), ...])`` gets what each fetch brought
+        from it, each partition's records in offset order, acknowledged when it returns. An
+        exception crashes the worker (nothing is acknowledged, so it is read again after a restart)."""
         for name in topic.topics:
             self.batch_handlers[name] = handler
         self.topics.add(topic)

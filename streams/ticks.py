@@ -147,6 +147,13 @@ def parse_records(values: Sequence[bytes | str], known: frozenset[str] | set[str
             bad.append((i, Rejected("not_json", f"not JSON: {e}", text[:2000])))
             ends.append(len(good))
             continue
+        if type(doc) is dict and len(doc) == 3:  # one tick per record (keyed by symbol): no loop
+            sym, price, ts = doc.get("symbol"), doc.get("price"), doc.get("ts_ms")
+            if (type(sym) is str and sym in plain and type(price) is float and 0.0 < price <= MAX_PRICE
+                    and type(ts) is int and MIN_TS_MS <= ts <= MAX_TS_MS):
+                append((sym, price, ts))
+                ends.append(len(good))
+                continue
         if type(doc) is list:
             if not doc:
                 bad.append((i, Rejected("empty_batch", "an empty array carries no tick", doc)))

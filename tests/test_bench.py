@@ -60,7 +60,7 @@ def test_every_phase_processes_every_tick_sent(result):
     assert lim["records"] == eng["records"] == TICKS // BATCH
     assert lim["single_tick_records"]["records"] == eng["single_tick_records"]["records"] == TICKS
     for r in (base, base["single_tick_records"]):
-        assert r["ticks"] == r["sent"] == TICKS  # the baseline's cap (40,000) is above this size
+        assert r["ticks"] == r["sent"] == TICKS  # the baseline's cap (25,000) is above this size
         assert 0 < r["ratios"] <= TICKS
     for r in (eng, eng["single_tick_records"], *eng["by_scenarios_detail"].values(), eng["latency"]):
         c = r["counters"]
@@ -89,8 +89,10 @@ def test_json_has_every_figure_the_report_promises(result):
     assert eng["vs_limit"] > 0 and eng["vs_baseline"] > 0
     orjson.dumps(result)  # one JSON object
     table = format_table(result)
-    for line in ("limit     bare aiokafka", "baseline  faust idiom", "engine    ratiowatch", "latency", "peak RSS"):
+    for line in ("limit     aiokafka    batches ", "baseline  faust       single ", "engine    ratiowatch  batches ",
+                 "latency", "peak RSS"):
         assert line in table
+    assert f"{TICKS:,}" in table
 
 
 def test_bad_arguments_exit_2(capsys):

@@ -61,13 +61,12 @@ def run(args: argparse.Namespace) -> int:
         print("ratiowatch bench: --latency-seconds must be > 0", file=sys.stderr)
         return 2
     if args.profile:
-        try:
-            import pyinstrument  # noqa: F401
-        except ImportError:
-            print("ratiowatch bench: --profile needs pyinstrument (pip install pyinstrument)", file=sys.stderr)
-            return 2
+        import importlib.util
         import os
 
+        if importlib.util.find_spec("pyinstrument") is None:
+            print("ratiowatch bench: --profile needs pyinstrument (pip install pyinstrument)", file=sys.stderr)
+            return 2
         os.makedirs(args.profile, exist_ok=True)
 
     def log(msg: str) -> None:
