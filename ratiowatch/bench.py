@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "partitions": 8,
     "baseline_ticks": 25_000,  # the faust idiom runs 20-40x slower: a smaller fixed count keeps the run short
     "latency_rate": 10_000,    # ticks/s offered in the latency phase
+    # ...over this many scenarios (and `scaling_symbols`): the main stream's 259 give ~12 crossings
+    # a second, too few for a p99 to mean much; 1,000 give ~40.
+    "latency_scenarios": 1_000,
     "latency_seconds": 10.0,
     "latency_batch": 100,      # ticks per record in the latency phase (a record every 10 ms)
     "seed": 7,
@@ -205,9 +208,10 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
     n_warm = int(o["latency_rate"] * LATENCY_WARMUP_S)
     n_lat = n_warm + int(o["latency_rate"] * o["latency_seconds"])
     log(f"engine: latency at {o['latency_rate']:,} ticks/s offered for {LATENCY_WARMUP_S:g}s + "
-        f"{o['latency_seconds']:g}s")
-    lat_stream = market.ticks(n_lat)
-    lat = _engine("engine (latency)", market, lat_stream, batch_records(lat_stream, o["latency_batch"], P), P,
+        f"{o['latency_seconds']:g}s, {o['latency_scenarios']:,} scenarios")
+    lat_market = BenchMarket(o["latency_scenarios"], o["scaling_symbols"], seed=o["seed"])
+    lat_stream = lat_market.ticks(n_lat)
+    lat = _engine("engine (latency)", lat_market, lat_stream, batch_records(lat_stream, o["latency_batch"], P), P,
                   rate=o["latency_rate"], latency=True, warmup_ticks=n_warm)
     eng["latency_ms"] = lat.pop("latency_ms")
     eng["latency"] = lat
@@ -259,7 +263,8 @@ def format_table(r: dict[str, Any]) -> str:
     lat, L = eng["latency_ms"], eng["latency"]
     lines += ["", "(single: one tick per Kafka record; per CPU-s: ticks per CPU-second of the worker process)",
               "",
-              f"latency, tick produced -> event read from `events`, at {L['offered_ticks_per_s']:,.0f} ticks/s offered: "
+              f"latency, tick produced -> event read from `events`, at {L['offered_ticks_per_s']:,.0f} ticks/s offered "
+              f"over {L['scenarios']:,} scenarios: "
               f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms ({L['latency_samples']:,} events)",
               f"worker peak RSS: {eng['peak_rss_mb']:,.0f} MB (batches), "
               f"{eng['single_tick_records']['peak_rss_mb']:,.0f} MB (single); "

@@ -81,6 +81,7 @@ def test_json_has_every_figure_the_report_promises(result):
     eng = result["engine"]
     assert set(eng["latency_ms"]) == {"p50", "p99", "max"}
     assert eng["latency"]["latency_samples"] > 0  # events came back from `events` and were timed
+    assert eng["latency"]["scenarios"] == 1_000  # the latency market (shipped + generated scenarios)
     assert eng["latency"]["events_read"] == eng["latency"]["events"] == eng["latency"]["counters"]["events"]
     assert 0 < eng["latency_ms"]["p50"] <= eng["latency_ms"]["p99"] <= eng["latency_ms"]["max"]
     assert eng["peak_rss_mb"] > 0
