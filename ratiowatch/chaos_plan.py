@@ -141,12 +141,12 @@ def feed_garbage(rng: random.Random, n: int, ts_ms: int, symbol: str) -> Garbage
         ("feed_not_json", f"{m} <html>502 Bad Gateway</html>".encode(), ("not_json",)),
         ("feed_binary", b"\x00\x9f\xff" + m.encode(), ("not_json",)),
         ("feed_string", orjson.dumps(f"hello {m}"), ("not_object",)),
-        ("feed_missing_price", _obj(id=m, symbol=symbol, ts=ts_ms), ("missing_field",)),
-        ("feed_bad_price", _obj(id=m, symbol=symbol, price=float("-1"), ts=ts_ms), ("bad_price",)),
+        ("feed_missing_price", _obj(id=m, symbol=symbol, ts_ms=ts_ms), ("missing_field",)),
+        ("feed_bad_price", _obj(id=m, symbol=symbol, price=float("-1"), ts_ms=ts_ms), ("bad_price",)),
         ("feed_bad_ts", _obj(id=m, symbol=symbol, price=10.0, ts="not a time"), ("bad_ts",)),
-        ("feed_unknown_symbol", _obj(id=m, symbol=UNKNOWN, price=10.0, ts=ts_ms), ("unknown_symbol",)),
-        ("feed_batch", orjson.dumps([{"id": f"{m}a", "symbol": symbol, "price": "x", "ts": ts_ms},
-                                     {"id": f"{m}b", "symbol": "", "price": 1.0, "ts": ts_ms}]),
+        ("feed_unknown_symbol", _obj(id=m, symbol=UNKNOWN, price=10.0, ts_ms=ts_ms), ("unknown_symbol",)),
+        ("feed_batch", orjson.dumps([{"id": f"{m}a", "symbol": symbol, "price": "x", "ts_ms": ts_ms},
+                                     {"id": f"{m}b", "symbol": "", "price": 1.0, "ts_ms": ts_ms}]),
          ("bad_price", "bad_symbol")),
     ]
     kind, payload, reasons = rng.choice(choices)

@@ -60,6 +60,9 @@ def parse_ts_ms(ts: Any) -> int:
     else:
         raise ValueError(f"ts must be epoch seconds/milliseconds or ISO-8601, got {type(ts).__name__}")
     if not MIN_TS_MS <= ms <= MAX_TS_MS:
+        if isinstance(ts, (int, float)) and abs(ts) < 1e11:  # the reading a sender may not expect
+            raise ValueError(f"ts {ts!r}, read as epoch seconds (a number below 1e11 is seconds), is outside "
+                             f"1970..2100; send ts_ms for epoch milliseconds")
         raise ValueError(f"ts {ts!r} is outside 1970..2100")
     return ms
 

@@ -136,3 +136,13 @@ def test_signed_symbols_may_be_zero_or_negative_and_others_may_not():
                                           {"symbol": "SPY", "price": -0.42, "ts_ms": 1}]), KNOWN, SIGNED)
     assert good == [Tick("T10Y2Y", -0.42, 1)]
     assert [r.reason for r in bad] == ["bad_price"]
+
+
+def test_a_millisecond_time_sent_as_ts_is_rejected_saying_how_it_was_read():
+    # 31,870,800,000 is 1971-01-04 in milliseconds, but `ts` below 1e11 is read as seconds (year
+    # 2980): the sender must learn why, not only that it is out of range.
+    good, rejected = parse_ticks(orjson.dumps({"symbol": "SPY", "price": 10.0, "ts": 31_870_800_000}), KNOWN, SIGNED)
+    assert good == [] and [r.reason for r in rejected] == ["bad_ts"]
+    assert "read as epoch seconds" in rejected[0].detail and "ts_ms" in rejected[0].detail
+    good, _ = parse_ticks(orjson.dumps({"symbol": "SPY", "price": 10.0, "ts_ms": 31_870_800_000}), KNOWN, SIGNED)
+    assert [t.ts_ms for t in good] == [31_870_800_000]

@@ -49,6 +49,10 @@ async def test_tick_from_kafka_python_crosses_and_event_is_read_back_plainly():
         p.flush()
         await _until(lambda: rt.pipeline.counters["events"] >= 1 and rt.pipeline.idle())
         events = [e for _, e in await _read(rt.bootstrap, T.EVENTS)]
+        # The worker writes as an idempotent producer: the broker gave it a producer id, so a
+        # produce request retried after a dropped connection is not written twice.
+        txn = rt.app.producer._producer._txn_manager
+        assert txn is not None and txn.producer_id >= 0
     finally:
         await rt.stop()
     assert [(e["scenario"], e["rule"], e["kind"], e["direction"], e["ts_ms"], e["value"]) for e in events] == [
