@@ -21,7 +21,8 @@ __all__ = ["Item", "Format", "FORMATS", "plain", "polygon", "get_format"]
 
 class Item(NamedTuple):
     raw: Any                    # the vendor's item as received (decoded JSON)
-    tick: dict | Rejected       # a tick object to validate, or why the item has the wrong shape
+    tick: Any                   # what parse_tick_obj validates (`plain` passes non-objects through for it
+                                # to reject), or a Rejected: why the item has the wrong shape
 
 
 Format = Callable[[Any], list[Item]]
