@@ -31,6 +31,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -134,7 +135,8 @@ class _Worker:
                 await asyncio.wait_for(t, 5)
 
 
-async def _read_topics(bootstrap: str, sinks: dict[str, list[tuple[float, bytes]]], stop: asyncio.Event) -> None:
+async def _read_topics(bootstrap: str, sinks: dict[str, list[tuple[float, bytes]]], stop: asyncio.Event,
+                       rereads: Counter[str]) -> None:
     """Read ``sinks``' topics from the beginning as a downstream service would (no group, manual
     assignment), recording when each record arrived."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -152,6 +154,10 @@ async def _read_topics(bootstrap: str, sinks: dict[str, list[tuple[float, bytes]
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        # A record handed over twice at the same offset is the reader's, not the topic's: count it
+        # apart (``rereads``), as a downstream service tracking its position would skip it. Two
+        # copies at different offsets are on the topic, and count as duplicates.
+        next_offset: dict[Any, int] = {}
         while not stop.is_set():
             try:
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
@@ -162,7 +168,13 @@ async def _read_topics(bootstrap: str, sinks: dict[str, list[tuple[float, bytes]
             now = time.monotonic()
             for tp, records in batch.items():
                 sink = sinks[tp.topic]
-                sink.extend((now, r.value) for r in records)
+                first = next_offset.get(tp, -1)
+                for r in records:
+                    if r.offset < first:
+                        rereads[tp.topic] += 1
+                        continue
+                    sink.append((now, r.value))
+                next_offset[tp] = max(first, records[-1].offset + 1)
     finally:
         await consumer.stop()
 
@@ -244,9 +256,10 @@ async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None
                 await asyncio.sleep(0.5)
 
     stop_readers = asyncio.Event()
+    rereads: Counter[str] = Counter()
     reader = asyncio.create_task(_read_topics(broker.bootstrap, {T.EVENTS: obs.events, T.TICKS_DLQ: obs.ticks_dlq,
                                                                  T.NOTIFICATIONS_DLQ: obs.notifications_dlq},
-                                              stop_readers))
+                                              stop_readers, rereads))
     worker = _Worker([sys.executable, "-m", "ratiowatch.chaos_worker", "--broker", broker.url, "--config",
                       str(cfg_path), "--datadir", str(work / "worker")], work / "worker.log", say)
 
@@ -391,6 +404,7 @@ async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None
     report["run"] = {"duration_s": opts.duration_s, "seed": opts.seed, "dates": len(dates),
                      "first_date": str(dates[0]), "last_date": str(dates[-1]), "pace_dates_per_s": round(pace, 2),
                      "worker_starts": worker.starts, "endpoint_answers": dict(hook.answered),
+                     "reader_rereads": dict(rereads),
                      "seconds": round(time.monotonic() - t_begin, 1),
                      "workdir": str(work) if tmp is None else None}
     report["passed"] = passed(report)

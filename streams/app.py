@@ -333,9 +333,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class IdempotentProducer(faust_aiokafka.Producer):
     """faust's producer with Kafka's idempotence on (faust turns it on only for exactly-once).
     aiokafka retries a produce request when the connection drops before the answer, and the
-    broker may have written the batch already: without producer ids and sequence numbers it is
-    written twice. The 30-minute chaos run found this: 12 events on `events` twice, all written
-    just as a broker came back up."""
+    broker may have written the batch already: without producer ids and sequence numbers it
+    would be written twice (see docs/faults.md, finding 6)."""
 
     def _settings_extra(self) -> Any:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
