@@ -56,9 +56,21 @@ def _events(bootstrap: str) -> list[dict]:
     return [orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, T.EVENTS)]
 
 
-def _wait(cond, timeout: float, what: str) -> None:
+class MockGroupQuirk(Exception):
+    """librdkafka's mock group coordinator sometimes answers a rebalance's SyncGroup with
+    INVALID_REQUEST (error 42), and aiokafka then never rejoins; about one run in four, here. Real
+    Kafka does not do this, so the test starts again on a fresh broker rather than fail on the
+    broker stand-in."""
+
+
+QUIRK = "Unexpected error from SyncGroup: [Error 42] InvalidRequestError"
+
+
+def _wait(cond, timeout: float, what: str, workers=()) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
+        if any(QUIRK in line for w in workers if w is not None for line in w.lines):
+            raise MockGroupQuirk(what)
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.5)
@@ -72,6 +84,24 @@ def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_is_kille
     half = len(groups) // 2
     mid_ts = groups[half - 1][1][0].ts_ms
 
+    for attempt in range(3):
+        try:
+            split, got = _two_workers(cfg, groups, half, expected, mid_ts, tmp_path / str(attempt))
+            break
+        except MockGroupQuirk:
+            if attempt == 2:
+                raise
+    assert split[0] and split[1], f"the shards were not split: {split}"
+    ids = [e["event_id"] for e in got]
+    repeated = len(ids) - len(set(ids))
+    assert repeated == 0, f"{repeated} events were emitted twice"
+    by_id = {e["event_id"]: e for e in got}
+    assert [by_id.get(e["event_id"]) for e in expected] == expected
+    assert len(got) == len(expected)
+
+
+def _two_workers(cfg, groups, half, expected, mid_ts, tmp_path):
+    tmp_path.mkdir()
     with EmbeddedBroker() as broker:
         ensure_topics(broker, cfg.settings.partitions)
         # The second worker joins once the first owns every shard: two members creating the group
@@ -79,10 +109,18 @@ def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_is_kille
         # quirk of librdkafka's mock coordinator), after which aiokafka never joins again.
         a, b = Worker(broker.url, tmp_path), None
         try:
-            _wait(lambda: a.shards() == set(range(cfg.settings.partitions)), 90, "the first worker to own every shard")
-            b = Worker(broker.url, tmp_path)
-            _wait(lambda: a.shards() and b.shards() and not (a.shards() & b.shards())
-                  and len(a.shards() | b.shards()) == cfg.settings.partitions, 90, "both workers to own shards")
+            # Forming the group is the broker stand-in's weak spot (MockGroupQuirk): a worker that
+            # never gets its shards here is started again on a fresh broker. What the test checks,
+            # the split, the takeover and the events, is never retried.
+            try:
+                _wait(lambda: a.shards() == set(range(cfg.settings.partitions)), 60,
+                      "the first worker to own every shard", (a,))
+                b = Worker(broker.url, tmp_path)
+                _wait(lambda: a.shards() and b.shards() and not (a.shards() & b.shards())
+                      and len(a.shards() | b.shards()) == cfg.settings.partitions, 60, "both workers to own shards",
+                      (a, b))
+            except AssertionError as e:
+                raise MockGroupQuirk(str(e)) from e
             split = (a.shards(), b.shards())
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(3, 0), linger_ms=5)
 
@@ -97,7 +135,7 @@ def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_is_kille
             a.proc.send_signal(signal.SIGKILL)
             a.proc.wait(timeout=10)
             send(groups[half:])
-            _wait(lambda: b.shards() == set(range(cfg.settings.partitions)), 90, "the survivor to take every shard")
+            _wait(lambda: b.shards() == set(range(cfg.settings.partitions)), 90, "the survivor to take every shard", (b,))
             _wait(lambda: len({e["event_id"] for e in _events(broker.bootstrap)}) >= len(expected), 180,
                   "every expected event")
             time.sleep(2)  # anything repeated would arrive now
@@ -106,11 +144,9 @@ def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_is_kille
             for w in (a, b):
                 if w is not None and w.proc.poll() is None:
                     w.proc.send_signal(signal.SIGTERM)
-                    w.proc.wait(timeout=60)
-    assert split[0] and split[1], f"the shards were not split: {split}"
-    ids = [e["event_id"] for e in got]
-    repeated = len(ids) - len(set(ids))
-    assert repeated == 0, f"{repeated} events were emitted twice"
-    by_id = {e["event_id"]: e for e in got}
-    assert [by_id.get(e["event_id"]) for e in expected] == expected
-    assert len(got) == len(expected)
+                    try:
+                        w.proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        w.proc.kill()
+                        w.proc.wait()
+    return split, got
