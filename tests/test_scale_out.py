@@ -135,7 +135,7 @@ def _two_workers(cfg, groups, half, expected, mid_ts, tmp_path):
             a.proc.send_signal(signal.SIGKILL)
             a.proc.wait(timeout=10)
             send(groups[half:])
-            _wait(lambda: b.shards() == set(range(cfg.settings.partitions)), 90, "the survivor to take every shard", (b,))
+            _wait(lambda: b.shards() == set(range(cfg.settings.partitions)), 90, "the survivor to take every shard")
             _wait(lambda: len({e["event_id"] for e in _events(broker.bootstrap)}) >= len(expected), 180,
                   "every expected event")
             time.sleep(2)  # anything repeated would arrive now
