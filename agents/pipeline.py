@@ -135,9 +135,8 @@ async def _events_on_topic(app: faust.App, partitions: int) -> dict[str, list[tu
 class _Shard:
     """In-memory state of one shard this worker owns; the table holds its durable copy."""
 
-    __slots__ = ("n", "engine", "states", "applied", "pending", "watermark", "last_arrival", "lock", "emitted", "newest",
-                 "second",
-                 "dirty", "meta_dirty", "written", "last_written")
+    __slots__ = ("n", "engine", "states", "applied", "pending", "watermark", "last_arrival", "lock", "emitted",
+                 "newest", "second", "dirty", "meta_dirty", "written", "last_written")
 
     def __init__(self, n: int, engine: ShardEngine) -> None:
         self.n = n
@@ -339,7 +338,7 @@ class Pipeline:
                     await self._load_emitted(sh)
                 copies = skipped = 0
                 for rec in records:
-                    for p, o, ticks, _ in decode_shard_record(rec.value):
+                    for p, o, ticks in decode_shard_record(rec.value):
                         key = str(p)
                         copies += len(ticks)
                         if o <= sh.applied.get(key, -1):

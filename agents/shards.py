@@ -18,7 +18,7 @@ import orjson
 from ratiowatch.config import Scenario
 from ratiowatch.streams.ticks import Tick
 
-__all__ = ["shard_of", "ShardMap", "encode_shard_record", "encode_shard_segments", "decode_shard_record"]
+__all__ = ["shard_of", "ShardMap", "encode_shard_segments", "decode_shard_record"]
 
 
 def shard_of(scenario_id: str, shards: int) -> int:
@@ -58,16 +58,6 @@ class ShardMap:
         return out
 
 
-def encode_shard_record(src_partition: int, src_offset: int, ticks: Sequence[Sequence[Any]],
-                        produced_ms: list[int] | None = None) -> bytes:
-    """One segment (see :func:`encode_shard_segments`) in the original single-source form.
-    ``produced_ms`` (optional, per tick) carries the producer's timestamp for latency measurement."""
-    doc: dict[str, Any] = {"p": src_partition, "o": src_offset, "t": _rows(ticks)}
-    if produced_ms is not None:
-        doc["pm"] = produced_ms
-    return orjson.dumps(doc)
-
-
 def encode_shard_segments(segments: Sequence[tuple[int, int, Sequence[Sequence[Any]]]]) -> bytes:
     """A shard record carrying ticks from several ``ticks`` partitions: one segment
     ``(source partition, source offset, ticks)`` each. The source names the ``ticks`` record(s) the
@@ -81,10 +71,10 @@ def _rows(ticks: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     return ticks if not ticks or type(ticks[0]) is not Tick else [tuple(t) for t in ticks]
 
 
-def decode_shard_record(raw: bytes) -> list[tuple[int, int, list[list[Any]], list[int] | None]]:
-    """Its segments: (source partition, source offset, ticks as [symbol, price, ts_ms] lists,
-    produce times or None). The engine reads ticks by position, so no object is built per tick."""
+def decode_shard_record(raw: bytes) -> list[tuple[int, int, list[list[Any]]]]:
+    """Its segments: (source partition, source offset, ticks as [symbol, price, ts_ms] lists).
+    The engine reads ticks by position, so no object is built per tick."""
     d = orjson.loads(raw)
     if "s" in d:
-        return [(p, o, t, None) for p, o, t in d["s"]]
-    return [(d["p"], d["o"], d["t"], d.get("pm"))]
+        return d["s"]
+    return [(d["p"], d["o"], d["t"])]  # one segment, as versions before segments wrote it

@@ -119,7 +119,7 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
     from aiokafka import AIOKafkaProducer
 
     from ratiowatch.agents.engine import ShardEngine
-    from ratiowatch.agents.shards import encode_shard_record, shard_of
+    from ratiowatch.agents.shards import encode_shard_segments, shard_of
     from ratiowatch.config import load_config
     from ratiowatch.runtime import Runtime
     from ratiowatch.streams import topics as T
@@ -142,7 +142,7 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
         rows = [("AAA", p, t0 + i * day) for i, p in enumerate(prices)] + [tuple(late.values())]
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
-        await producer.send_and_wait(T.SHARD_TICKS, encode_shard_record(0, 0, rows), key=b"%d" % n, partition=n)
+        await producer.send_and_wait(T.SHARD_TICKS, encode_shard_segments([(0, 0, rows)]), key=b"%d" % n, partition=n)
         await producer.stop()
         rt = Runtime(cfg, broker_url=broker.url, datadir=str(tmp_path / "d"))
         await rt.start()
