@@ -18,7 +18,7 @@ import orjson
 from ratiowatch.config import Scenario
 from ratiowatch.streams.ticks import Tick
 
-__all__ = ["shard_of", "ShardMap", "encode_shard_segments", "decode_shard_record"]
+__all__ = ["shard_of", "ShardMap", "Segment", "encode_shard_segments", "decode_shard_record"]
 
 
 def shard_of(scenario_id: str, shards: int) -> int:
@@ -44,10 +44,9 @@ class ShardMap:
     def symbols(self) -> frozenset[str]:
         return frozenset(self.by_symbol)
 
-    def route(self, ticks: Iterable[Sequence[Any]], into: dict[int, list[Any]] | None = None) -> dict[int, list[Any]]:
-        """Split ticks by destination shard, keeping arrival order within each shard (appended to
-        ``into`` when given, so a whole batch of records fills one dict)."""
-        out: dict[int, list[Any]] = {} if into is None else into
+    def route(self, ticks: Iterable[Sequence[Any]]) -> dict[int, list[Any]]:
+        """Split ticks by destination shard, keeping arrival order within each shard."""
+        out: dict[int, list[Any]] = {}
         by_symbol = self.by_symbol
         for t in ticks:
             for n in by_symbol.get(t[0], ()):
@@ -58,12 +57,20 @@ class ShardMap:
         return out
 
 
-def encode_shard_segments(segments: Sequence[tuple[int, int, Sequence[Sequence[Any]]]]) -> bytes:
-    """A shard record carrying ticks from several ``ticks`` partitions: one segment
-    ``(source partition, source offset, ticks)`` each. The source names the ``ticks`` record(s) the
-    ticks came from: the consumer of the shard topic skips a segment it has already applied after
-    a restart. Ticks are (symbol, price, ts_ms) rows."""
-    return orjson.dumps({"s": [(p, o, _rows(t)) for p, o, t in segments]})
+# A segment: (source partition, source offset, ticks, progress, caught up).
+Segment = tuple[int, int, Sequence[Sequence[Any]], int, bool]
+
+
+def encode_shard_segments(segments: Sequence[Segment]) -> bytes:
+    """A shard record: one segment per ``ticks`` partition (or chunk of one) that it carries.
+
+    - *source offset*: the last ``ticks`` record the ticks come from, so the consumer of the shard
+      topic skips a segment it has already applied after a restart (-1 with no ticks);
+    - *ticks*: (symbol, price, ts_ms) rows, possibly none;
+    - *progress*: the newest event time routed from that partition so far, to any shard, and
+      *caught up*: whether the router had then routed it to its end offset. The shard's
+      watermark is made of these (agents/watermark.py)."""
+    return orjson.dumps({"s": [(p, o, _rows(t), w, c) for p, o, t, w, c in segments]})
 
 
 def _rows(ticks: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
@@ -71,10 +78,7 @@ def _rows(ticks: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     return ticks if not ticks or type(ticks[0]) is not Tick else [tuple(t) for t in ticks]
 
 
-def decode_shard_record(raw: bytes) -> list[tuple[int, int, list[list[Any]]]]:
-    """Its segments: (source partition, source offset, ticks as [symbol, price, ts_ms] lists).
-    The engine reads ticks by position, so no object is built per tick."""
-    d = orjson.loads(raw)
-    if "s" in d:
-        return d["s"]
-    return [(d["p"], d["o"], d["t"])]  # one segment, as versions before segments wrote it
+def decode_shard_record(raw: bytes) -> list[list[Any]]:
+    """Its segments as [partition, offset, ticks as [symbol, price, ts_ms] lists, progress, caught
+    up]. The engine reads ticks by position, so no object is built per tick."""
+    return orjson.loads(raw)["s"]

@@ -34,8 +34,7 @@ class Runtime:
     """One worker: ``broker_url`` None starts an embedded broker in this process."""
 
     def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
-                 app_id: str = T.APP_ID, on_event: Callable[[dict[str, Any]], Awaitable[None] | None] | None = None,
-                 on_status: Callable[[dict[str, Any]], None] | None = None, datadir: str | None = None,
+                 app_id: str = T.APP_ID, datadir: str | None = None,
                  app_settings: dict[str, Any] | None = None, seed: dict[str, Any] | None = None) -> None:
         self.config = config
         self.partitions = partitions or config.settings.partitions
@@ -49,6 +48,7 @@ class Runtime:
         self.bootstrap = broker_url.removeprefix("kafka://")
         self.app_id = app_id
         extra = dict(app_settings or {})
+        security = None
         if self.embedded is not None:
             ensure_topics(self.embedded, self.partitions, app_id)
         else:
@@ -59,8 +59,8 @@ class Runtime:
             extra = {**faust_app_kwargs(security), **extra}
         self.app: faust.App = create_app(broker_url, partitions=self.partitions, app_id=app_id, datadir=datadir,
                                          **extra)
-        self.pipeline = Pipeline(self.app, config, shards=self.partitions, on_event=on_event, on_status=on_status,
-                                 seed=seed)
+        self.pipeline = Pipeline(self.app, config, shards=self.partitions, bootstrap=self.bootstrap,
+                                 security=security, seed=seed)
 
     def notification_service(self, history_dir: str | None = None) -> "NotificationService":
         """The fan-out service for this worker, fed by the notifier agent on ``events`` and

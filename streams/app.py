@@ -8,26 +8,19 @@ is that the embedded broker forgets everything when its process ends.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import os
 from pathlib import Path
-from time import monotonic
 from typing import Any, Awaitable, Callable
 
 import faust
-from faust.exceptions import ProducerSendError
-from faust.transport.consumer import CONSUMER_FETCHING
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types.tuples import ack_lock
-from mode import Service
-from mode.utils.futures import notify
 
 from .broker import EmbeddedBroker
+from .faust_consumer import BatchHandler, RoundHook, Transport, check_faust_version
 from .topics import APP_ID, all_topics, topic_configs
 
-__all__ = ["create_app", "ensure_topics", "ensure_topics_exist", "RatiowatchApp", "BatchConsumer", "BatchHandler"]
+__all__ = ["create_app", "ensure_topics", "ensure_topics_exist", "RatiowatchApp"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +73,7 @@ def ensure_topics_exist(bootstrap: str, partitions: int, app_id: str = APP_ID, *
 def create_app(broker_url: str, *, partitions: int, app_id: str = APP_ID,
                datadir: str | os.PathLike[str] | None = None, **extra: object) -> faust.App:
     """A faust app wired for ratiowatch. ``extra`` goes to faust.App (e.g. broker_credentials)."""
+    check_faust_version()
     datadir = Path(datadir or os.environ.get("RATIOWATCH_DATADIR", "ratiowatch-data"))
     (datadir / app_id).mkdir(parents=True, exist_ok=True)
     settings: dict[str, object] = dict(
@@ -121,230 +115,6 @@ def _tune_gc() -> None:
         gc.set_threshold(*GC_THRESHOLD)
 
 
-# --- batch delivery ---------------------------------------------------------------------------
-#
-# faust hands every record to a stream as its own event: the consumer waits on it with three
-# futures (``wait_first``), the conductor decodes it into an Event, queues it, the stream and its
-# ``take`` buffer pass it on and ack it. That costs ~50-80 µs a record, so one worker tops out
-# near 12,000 records/s however little the agent does with them. For the tick topics the pipeline
-# needs a record's bytes, partition and offset, nothing more, so the consumer below hands what
-# each fetch brought from a topic to one call and acks it in one step. Everything else stays faust's:
-# the group, rebalances, flow control, offset commits, table recovery, and every other topic
-# (the notifier's agent on ``events``, for one) goes through the usual per-record path.
-
-# Called with [(partition, aiokafka ConsumerRecords in offset order), ...]: what one fetch brought.
-BatchHandler = Callable[[list[tuple[int, list[Any]]]], Awaitable[None]]
-
-
-# How long the broker may hold a fetch that finds no data. Kafka answers as soon as data arrives,
-# so this only sets how often an idle worker polls; the embedded broker (librdkafka's mock) always
-# holds an empty fetch this long, so there it bounds the latency of each hop. faust's 1.5 s would
-# hold a tick arriving at a quiet partition for over a second.
-FETCH_MAX_WAIT_MS = int(os.environ.get("RATIOWATCH_FETCH_MAX_WAIT_MS") or 5)
-
-
-class BatchConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with whole-batch delivery for the topics in
-    ``app.batch_handlers``, and ``app.before_commit`` hooks that run after the offsets to commit
-    are chosen and before they are committed (the pipeline writes its state there)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._batch_acked: dict[Any, int] = {}  # batch partition -> last offset handled
-        self._changelogs_paused: set[Any] = set()  # see _sync_changelog_fetching
-
-    def _new_consumer_thread(self) -> Any:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def _drain_messages(self, fetcher: Any) -> None:  # the fetcher service's loop
-        app: Any = self.app
-        handlers: dict[str, BatchHandler] = getattr(app, "batch_handlers", {})
-        consumer_should_stop = self._stopped.is_set
-        fetcher_should_stop = fetcher._stopped.is_set
-        acquire_flow_control = app.flow_control.acquire
-        try:
-            while not (consumer_should_stop() or fetcher_should_stop()):
-                self.diag.set_flag(CONSUMER_FETCHING)
-                records, active = await self._wait_next_records(1.0)
-                await self.sleep(0)
-                if not records or self.should_stop:
-                    continue
-                if not self.flow_active:
-                    await self.perform_seek()  # as faust's getmany: re-read from the committed offsets
-                    continue
-                generation = app.consumer_generation_id
-                batches: dict[str, list[tuple[Any, list[Any]]]] = {}  # batch topic -> its partitions' records
-                for tp, recs in records.items():
-                    if not self.flow_active or app.consumer_generation_id != generation:
-                        break  # a rebalance started: what was fetched is read again by the new owner
-                    if active is not None and tp not in active and tp not in self._buffered_partitions:
-                        continue
-                    app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                    if tp.topic not in handlers:
-                        await self._deliver_each(tp, recs)
-                        await asyncio.sleep(0)
-                        continue
-                    r_offset = self._read_offset[tp]
-                    # In offset order: only a batch overlapping what was read (a seek) needs sorting out.
-                    if r_offset is not None and recs[0].offset < r_offset:
-                        recs = [r for r in recs if r.offset >= r_offset]
-                    if recs:
-                        batches.setdefault(tp.topic, []).append((tp, recs))
-                for topic, parts in batches.items():
-                    if not self.flow_active or app.consumer_generation_id != generation:
-                        break
-                    await acquire_flow_control()
-                    await self._deliver_batches(topic, parts, handlers[topic])
-                self.diag.unset_flag(CONSUMER_FETCHING)
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                return
-            raise
-        finally:
-            self.diag.unset_flag(CONSUMER_FETCHING)
-
-    async def _deliver_each(self, tp: Any, recs: list[Any]) -> None:
-        """faust's own per-record path (as in Consumer._drain_messages)."""
-        acks_enabled = self.app.topics.acks_enabled_for(tp.topic)
-        for rec in recs:
-            message = self._to_message(tp, rec)
-            r_offset = self._read_offset[tp]
-            if r_offset is None or message.offset >= r_offset:
-                if acks_enabled and r_offset and message.offset - r_offset > 1:
-                    await self._add_gap(tp, r_offset + 1, message.offset)
-                if self._commit_every is not None and self._n_acked >= self._commit_every:
-                    self._n_acked = 0
-                    await self.commit()
-                await self.wait_first(self.callback(message), self.suspend_flow.wait())
-                self._read_offset[tp] = message.offset
-
-    async def _deliver_batches(self, topic: str, parts: list[tuple[Any, list[Any]]], handler: BatchHandler) -> None:
-        """One call for everything fetched from ``topic`` this round (a fetch may bring a little
-        from each of many partitions: one call each would multiply the per-call work)."""
-        await handler([(tp.partition, recs) for tp, recs in parts])
-        acks = self.app.topics.acks_enabled_for(topic)
-        now = monotonic()
-        for tp, recs in parts:
-            if acks:
-                self._ack_offsets(tp, recs)
-            self._read_offset[tp] = recs[-1].offset
-            self.app.monitor.stream_inbound_time[tp] = now  # the livelock check's "still moving"
-
-    def _ack_offsets(self, tp: Any, recs: list[Any]) -> None:
-        """Consumer.ack for a whole batch: everything up to its last offset becomes committable.
-        A batch partition is handled in offset order, a whole batch at a time, so its commit point
-        is simply the last offset handled + 1 (see _new_offset): faust's per-offset bookkeeping
-        (a set, a list sorted and scanned at each commit) costs ~1 µs a record."""
-        with ack_lock:
-            self._batch_acked[tp] = recs[-1].offset
-            self._acked[tp]  # marks the partition as having acks to commit
-            self._n_acked += len(recs)
-        notify(self._waiting_for_ack)
-
-    def _new_offset(self, tp: Any) -> Any:
-        last = self._batch_acked.get(tp)
-        if last is not None:
-            return last + 1
-        return super()._new_offset(tp)
-
-    # faust pauses and resumes partitions around every recovery (after each assignment).
-    def pause_partitions(self, tps: Any) -> None:
-        super().pause_partitions(tps)
-        self._sync_changelog_fetching()
-
-    def resume_partitions(self, tps: Any) -> None:
-        super().resume_partitions(tps)
-        self._sync_changelog_fetching()
-
-    def _sync_changelog_fetching(self) -> None:
-        # After recovery faust reads a table's changelog partitions no more, but only in its own
-        # bookkeeping (its "active" partitions): aiokafka goes on prefetching them -- every state
-        # write this worker makes -- and, as nobody takes those records, holds every fetch from
-        # the broker back until they expire (100 ms): a stall after each state write. So aiokafka
-        # fetches a changelog partition only while faust reads it (recovery).
-        consumer = self._thread._consumer
-        if consumer is None:
-            return
-        active = self._active_partitions or set()
-        assigned = [tp for tp in self.assignment() if self._is_changelog_tp(tp)]
-        pause = {tp for tp in assigned if tp not in active} - self._changelogs_paused
-        resume = {tp for tp in assigned if tp in active} & self._changelogs_paused
-        if pause:
-            self._thread.thread_loop.call_soon_threadsafe(consumer.pause, *_aiokafka_tps(pause))
-        if resume:
-            self._thread.thread_loop.call_soon_threadsafe(consumer.resume, *_aiokafka_tps(resume))
-        self._changelogs_paused = (self._changelogs_paused | pause) - resume
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        for tp in revoked:
-            self._batch_acked.pop(tp, None)
-        self._changelogs_paused -= set(revoked)  # aiokafka forgets a revoked partition's pause
-        await super().on_partitions_revoked(revoked)
-
-    async def perform_seek(self) -> None:
-        self._batch_acked.clear()  # reading restarts at the committed offsets
-        await super().perform_seek()
-
-    @Service.task
-    async def _commit_handler(self) -> None:
-        # faust's periodic commit, asking the app first (``app.commit_due``): the pipeline writes
-        # its state before each commit and spaces those writes out under load. Commits on
-        # revocation and shutdown do not ask.
-        interval = self.commit_interval
-        await self.sleep(interval)
-        async for _ in self.itertimer(interval, name="commit"):
-            due = getattr(self.app, "commit_due", None)
-            if due is None or due():
-                await self.commit()
-
-    async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
-        # As faust's, with the before_commit hooks between choosing the offsets and committing
-        # them: whatever a hook writes covers at least every record those offsets acknowledge.
-        commit_offsets = self._filter_committable_offsets(tps)
-        if commit_offsets:
-            for hook in getattr(self.app, "before_commit", ()):
-                await hook()
-            try:
-                await self._handle_attached(commit_offsets)
-            except ProducerSendError as exc:
-                await self.crash(exc)
-            else:
-                return await self._commit_offsets(commit_offsets, start_new_transaction=start_new_transaction)
-        return False
-
-
-def _aiokafka_tps(tps: Any) -> list[Any]:
-    from aiokafka import TopicPartition
-
-    return [TopicPartition(tp.topic, tp.partition) for tp in tps]
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # faust hard-codes 1500: see FETCH_MAX_WAIT_MS
-        return consumer
-
-
-class IdempotentProducer(faust_aiokafka.Producer):
-    """faust's producer with Kafka's idempotence on (faust turns it on only for exactly-once).
-    aiokafka retries a produce request when the connection drops before the answer, and the
-    broker may have written the batch already: without producer ids and sequence numbers it
-    would be written twice (see docs/faults.md, finding 6)."""
-
-    def _settings_extra(self) -> Any:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
-
-
-class _Transport(faust_aiokafka.Transport):
-    Consumer = BatchConsumer
-    Producer = IdempotentProducer
-
-
 class RatiowatchApp(faust.App):
     """faust.App with :class:`BatchConsumer`: ``consume_batches(topic, handler)`` subscribes a
     topic whose records are handed over a fetched batch at a time."""
@@ -354,12 +124,13 @@ class RatiowatchApp(faust.App):
         self.batch_handlers: dict[str, BatchHandler] = {}
         self.before_commit: list[Callable[[], Awaitable[None]]] = []
         self.commit_due: Callable[[], bool] | None = None  # None: every commit interval
+        self.after_fetch_round: list[RoundHook] = []
 
     def _new_transport(self) -> Any:
-        return _Transport(self.conf.broker_consumer, self)
+        return Transport(self.conf.broker_consumer, self)
 
     def consume_batches(self, topic: Any, handler: BatchHandler) -> None:
-        """Subscribe ``topic``; ``handler([(partition, records), ...])`` gets what each fetch brought
+        """Subscribe ``topic``; ``handler([(partition, records, high watermark), ...])`` gets what each fetch brought
         from it, each partition's records in offset order, acknowledged when it returns. An
         exception crashes the worker (nothing is acknowledged, so it is read again after a restart)."""
         for name in topic.topics:

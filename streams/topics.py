@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["APP_ID", "TopicSpec", "topic_configs", "TICKS", "TICKS_DLQ", "SHARD_TICKS", "EVENTS", "DELIVERIES",
-           "NOTIFICATIONS_DLQ", "STATE_TABLE", "SENT_TABLE", "changelog", "all_topics"]
+           "NOTIFICATIONS_DLQ", "SCENARIO_STATUS", "STATE_TABLE", "SENT_TABLE", "changelog", "all_topics"]
 
 APP_ID = "ratiowatch"
 
@@ -20,6 +20,7 @@ SHARD_TICKS = "ratiowatch-ticks-by-shard"  # ticks re-keyed to the shard that ow
 EVENTS = "events"                   # key: scenario id; value: event JSON (schemas/event.v1.json)
 DELIVERIES = "deliveries"           # one record per notification attempt and outcome
 NOTIFICATIONS_DLQ = "notifications.dlq"  # notifications that exhausted their retries
+SCENARIO_STATUS = "scenario-status"  # key: scenario id; value: its latest status JSON (compacted)
 
 STATE_TABLE = "scenario-state"      # scenario id -> its series, closes, armed flags, applied offset
 SENT_TABLE = "notifications-sent"   # (event_id, channel) -> delivery record, written after success
@@ -50,6 +51,8 @@ def all_topics(partitions: int = 8, app_id: str = APP_ID) -> list[TopicSpec]:
         TopicSpec(EVENTS, partitions, retention_ms=52 * week, doc="crossing events, the downstream contract"),
         TopicSpec(DELIVERIES, 1, retention_ms=4 * week, doc="notification attempts and outcomes (audit)"),
         TopicSpec(NOTIFICATIONS_DLQ, 1, retention_ms=4 * week, doc="notifications that exhausted retries"),
+        TopicSpec(SCENARIO_STATUS, partitions, compacted=True,
+                  doc="each scenario's latest status, read whole by every web process"),
         TopicSpec(changelog(STATE_TABLE, app_id), partitions, compacted=True, doc="scenario state changelog"),
         TopicSpec(changelog(SENT_TABLE, app_id), partitions, compacted=True, doc="delivered (event, channel) pairs"),
     ]

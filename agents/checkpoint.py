@@ -1,0 +1,154 @@
+"""Checkpoints: the order in which a worker makes its progress durable, in one place.
+
+The order of one checkpoint (what makes a restart safe):
+ 1. faust chooses the offsets to commit: everything the route and evaluate stages have handled;
+ 2. :meth:`Checkpoint.write` writes each owned shard's changed scenario states and the shard's own
+    state (applied source offsets, waiting ticks, partition progress) to the ``scenario-state``
+    changelog, once per scenario however many ticks touched it;
+ 3. faust flushes the producer: the shard records, events and state writes of 1-2 are on the
+    broker (a write the producer gives up on stops the worker first, see agents/pipeline.py);
+ 4. faust commits the offsets chosen in 1.
+So a committed offset is always covered by a written state. A worker killed before 4 re-reads from
+its last commit, skips what its state had admitted and re-applies the rest; the events that
+re-applying produces again were sent before the kill, and a shard taken over reads them back from
+``events`` and does not send them twice (agents/pipeline.py, ``events_on_topic``).
+
+When: the periodic commit runs every COMMIT_INTERVAL_S, stretched under load so that writing state
+stays within WRITE_SHARE of the time (10,000 busy scenarios take ~0.5 s to write), up to
+COMMIT_INTERVAL_MAX_S; commits on revocation and shutdown always run. A timer also writes state
+when ticks were applied with no commit to carry them (a quiet feed's last ticks, released by the
+idle timer), without touching the commit schedule: the two never share one clock, so neither can
+starve the other.
+
+The stored form: a scenario's state in two parts (``ScenarioState.live_dict`` under its id, and
+``history_dict`` under ``<id>/history``, written only when past closes change), and each shard's
+own state under ``~shard/<n>`` (``ShardState.to_dict``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+from .engine import ScenarioState
+from .evaluate import ShardState
+
+__all__ = ["Checkpoint", "SHARD_KEY_PREFIX", "HISTORY_SUFFIX"]
+
+SHARD_KEY_PREFIX = "~shard/"  # table key of a shard's own state; '~' sorts after scenario ids
+HISTORY_SUFFIX = "/history"   # table key of a scenario's past closes (ids cannot contain '/')
+REWRITE_AFTER_BYTES = 2 * 1024 * 1024
+COMMIT_INTERVAL_S = 1.0
+WRITE_SHARE = 0.1
+COMMIT_INTERVAL_MAX_S = 30.0
+
+# put(partition, key, value) writes one changelog record and returns its size in bytes.
+Put = Callable[[int, bytes, bytes], Awaitable[int]]
+
+
+class Checkpoint:
+    """Loads shard state from the table and writes it back, in the order above."""
+
+    def __init__(self, table: Any, put: Put, *, counters: Counter[str],
+                 seed: dict[str, ScenarioState] | None = None) -> None:
+        self.table = table
+        self.put = put
+        self.counters = counters
+        self.seed = seed or {}  # warm-start states, for scenarios the table has no state for
+        self._committed_at = time.monotonic()
+        self._written_at = time.monotonic()
+        self._write_took = 0.0
+
+    # --- loading --------------------------------------------------------------------------------
+
+    def load(self, sh: ShardState) -> None:
+        """Fill a shard taken over from the table (recovered from the changelog by faust)."""
+        saved = self._get(f"{SHARD_KEY_PREFIX}{sh.n}".encode())
+        if saved:
+            sh.restore(saved)
+        for sid, e in sh.engine.engines.items():
+            live = self._get(sid.encode())
+            if live:
+                history = self._get((sid + HISTORY_SUFFIX).encode())
+                sh.states[sid] = st = ScenarioState.from_parts(live, history, e.keep)
+                # Their copies are somewhere in the changelog: count them as written at its
+                # start, so they are re-written before the broker's retention can drop them.
+                sh.last_written[(sid, False)] = 0
+                if not st.history_changed:
+                    sh.last_written[(sid, True)] = 0
+                else:
+                    sh.dirty.add(sid)
+            elif sid in self.seed:
+                seed = self.seed[sid]
+                sh.states[sid] = ScenarioState.from_parts(seed.live_dict(), seed.history_dict(), e.keep)
+                sh.dirty.add(sid)  # written with the next checkpoint
+
+    def _get(self, key: bytes) -> dict[str, Any] | None:
+        raw = self.table.get(key)
+        return orjson.loads(raw) if raw else None
+
+    # --- when -----------------------------------------------------------------------------------
+
+    def commit_due(self) -> bool:
+        """Whether the periodic commit should run now (see the module docstring)."""
+        wait = min(COMMIT_INTERVAL_MAX_S, max(COMMIT_INTERVAL_S, self._write_took / WRITE_SHARE))
+        return time.monotonic() - self._committed_at >= wait * 0.95  # the commit timer ticks each second
+
+    def write_due(self) -> bool:
+        """Whether the timer should write state with no commit to carry it."""
+        return time.monotonic() - max(self._written_at, self._committed_at) >= COMMIT_INTERVAL_S
+
+    # --- step 2 ---------------------------------------------------------------------------------
+
+    async def before_commit(self, shards: Callable[[], list[ShardState]]) -> None:
+        """Step 2, run by the consumer between choosing offsets and committing them."""
+        self._committed_at = time.monotonic()
+        await self.write(shards())
+
+    async def write(self, shards: list[ShardState], owned: Callable[[int], bool] = lambda n: True) -> bool:
+        """Write every given shard's changed state; returns whether anything was written."""
+        started = time.monotonic()
+        wrote = False
+        for sh in shards:
+            async with sh.lock:
+                if owned(sh.n):  # not revoked while we waited: the new owner has it now
+                    wrote = await self.write_shard(sh) or wrote
+        self._written_at = time.monotonic()
+        self._write_took = self._written_at - started
+        return wrote
+
+    async def write_shard(self, sh: ShardState) -> bool:
+        """The shard's changed scenarios (the live part; the history part when it changed) and its
+        own state. The caller holds the shard's lock."""
+        # The embedded broker keeps only the newest 5 MB of a partition and cannot compact, so a
+        # state written long ago would vanish from the changelog: re-write any part whose last
+        # copy is older than half that window.
+        stale = [k for k, at in sh.last_written.items() if sh.written - at > REWRITE_AFTER_BYTES]
+        if not (sh.dirty or sh.meta_dirty or stale):
+            return False
+        dirty, sh.dirty = sh.dirty, set()
+        for sid in dirty:
+            st = sh.states[sid]
+            if st.history_changed:
+                await self._put_part(sh, sid, True, st.history_dict())
+                st.history_changed = False
+            await self._put_part(sh, sid, False, st.live_dict())
+        for sid, history in stale:
+            if sid not in dirty:
+                st = sh.states[sid]
+                await self._put_part(sh, sid, history, st.history_dict() if history else st.live_dict())
+        sh.written += await self._put(sh.n, f"{SHARD_KEY_PREFIX}{sh.n}".encode(), sh.to_dict())
+        sh.meta_dirty = False
+        return True
+
+    async def _put_part(self, sh: ShardState, sid: str, history: bool, value: dict[str, Any]) -> None:
+        key = (sid + HISTORY_SUFFIX) if history else sid
+        sh.written += await self._put(sh.n, key.encode(), value)
+        sh.last_written[(sid, history)] = sh.written
+
+    async def _put(self, partition: int, key: bytes, value: dict[str, Any]) -> int:
+        self.counters["state_writes"] += 1
+        return await self.put(partition, key, orjson.dumps(value))

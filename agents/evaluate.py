@@ -1,0 +1,146 @@
+"""The evaluate stage: shard records -> event-time order -> engine -> ``events``.
+
+Per shard, for what one fetch brought:
+ 1. skip the segments this shard already applied (source offsets kept in the shard's state);
+ 2. take each segment's progress report, and queue its ticks in the shard's event-time gate
+    (agents/watermark.py); ticks past the allowed lateness go to ``ticks.dlq`` as ``late``;
+ 3. apply what the gate releases (everything older than the shard's watermark), in event-time
+    groups, through the pure engine (agents/engine.py);
+ 4. send the events, except those a restarted shard finds already on the topic.
+A timer (:meth:`Evaluator.release_idle`) does 3 and 4 when no record arrives: a partition going
+quiet releases the ticks it was holding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any, Awaitable, Callable
+
+from ratiowatch.config import Config, Scenario
+from ratiowatch.streams.ticks import Rejected
+
+from .engine import ScenarioState, ShardEngine
+from .shards import decode_shard_record
+from .watermark import EventTimeGate
+
+__all__ = ["Evaluator", "ShardState", "SHARD_STATE_VERSION"]
+
+SHARD_STATE_VERSION = 2
+
+
+class ShardState:
+    """In-memory state of one shard this worker owns; the table holds its durable copy."""
+
+    __slots__ = ("n", "engine", "states", "applied", "gate", "lock", "emitted", "dirty", "meta_dirty",
+                 "written", "last_written")
+
+    def __init__(self, n: int, engine: ShardEngine, gate: EventTimeGate) -> None:
+        self.n = n
+        self.engine = engine
+        self.gate = gate
+        self.states: dict[str, ScenarioState] = {}
+        self.applied: dict[str, int] = {}     # ticks partition -> last offset admitted (str keys: JSON)
+        self.lock = asyncio.Lock()
+        self.dirty: set[str] = set()           # scenarios changed since their state was last written
+        self.meta_dirty = False                # offsets, waiting ticks or progress changed since then
+        self.written = 0                       # changelog bytes this worker wrote for the shard
+        self.last_written: dict[tuple[str, bool], int] = {}  # (scenario id, history?) -> ``written`` then
+        self.emitted: set[str] | None = None   # ids already on ``events`` that re-applied ticks may repeat
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": SHARD_STATE_VERSION, "applied": self.applied, **self.gate.to_dict()}
+
+    def restore(self, d: dict[str, Any]) -> None:
+        if d.get("v") != SHARD_STATE_VERSION:
+            raise ValueError(f"shard {self.n}: stored state version {d.get('v')!r} is not {SHARD_STATE_VERSION}")
+        self.applied = dict(d["applied"])
+        self.gate.restore(d)
+
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+DeadLetter = Callable[[Rejected], Awaitable[None]]
+
+
+class Evaluator:
+    """Applies shard records to the shards' states. ``emit(event)`` sends an event; ``on_applied
+    (shard, touched scenario ids, events)`` hears of every application (status publishing)."""
+
+    def __init__(self, config: Config, shards: dict[int, list[Scenario]], *, sources: int, emit: Emit,
+                 dead_letter: DeadLetter, now: Callable[[], float], counters: Counter[str],
+                 on_applied: Callable[[int, set[str], list[dict[str, Any]]], None] | None = None) -> None:
+        self.config = config
+        self.scenarios = shards
+        self.sources = sources
+        self.emit = emit
+        self.dead_letter = dead_letter
+        self.now = now
+        self.counters = counters
+        self.on_applied = on_applied
+        self.idle_ms = config.settings.grace_ms
+        self.lateness_ms = int(config.settings.allowed_lateness_s * 1000)
+
+    def new_shard(self, n: int) -> ShardState:
+        return ShardState(n, ShardEngine(self.scenarios[n], self.config.settings),
+                          EventTimeGate(self.sources, idle_ms=self.idle_ms, lateness_ms=self.lateness_ms))
+
+    async def handle(self, sh: ShardState, records: list[Any]) -> None:
+        """Steps 1-4 for the records one fetch brought to shard ``sh`` (its lock held)."""
+        now = self.now()
+        gate, applied = sh.gate, sh.applied
+        copies = skipped = 0
+        for rec in records:
+            for p, o, ticks, progress, caught_up in decode_shard_record(rec.value):
+                if ticks:
+                    key = str(p)
+                    copies += len(ticks)
+                    if o <= applied.get(key, -1):
+                        skipped += len(ticks)
+                    else:
+                        applied[key] = o
+                        for t in gate.admit(ticks):
+                            await self._late(gate, t)
+                gate.observe(p, progress, caught_up, now)
+        c = self.counters
+        c["shard_copies_in"] += copies
+        if skipped:
+            c["duplicates_skipped"] += skipped
+        sh.meta_dirty = True
+        if len(gate.pending) > c["pending_max"]:
+            c["pending_max"] = len(gate.pending)  # how far the partitions drift apart (bench, docs)
+        await self.release(sh, now)
+
+    async def _late(self, gate: EventTimeGate, t: Any) -> None:
+        await self.dead_letter(Rejected(
+            "late", f"event time {t[2]} is more than {gate.lateness_ms} ms behind {gate.frontier}, the newest "
+                    f"event time this shard has applied", {"symbol": t[0], "price": t[1], "ts_ms": t[2]}))
+
+    async def release(self, sh: ShardState, now: float) -> None:
+        """Steps 3-4: apply what the gate releases and send the events."""
+        ready = sh.gate.take_ready(now)
+        if not ready:
+            return
+        sh.meta_dirty = True
+        touched: set[str] = set()
+        out = sh.engine.apply_sorted(sh.states, ready, touched)
+        self.counters["shard_ticks_applied"] += len(ready)
+        sh.dirty |= touched
+        sent = []
+        for ev in out:
+            if sh.emitted and ev["event_id"] in sh.emitted:  # re-applied after a restart, and sent then
+                sh.emitted.discard(ev["event_id"])
+                self.counters["events_not_repeated"] += 1
+                continue
+            await self.emit(ev)
+            self.counters["events"] += 1
+            sent.append(ev)
+        if self.on_applied is not None:
+            self.on_applied(sh.n, touched, sent)
+
+    async def release_idle(self, shards: list[ShardState]) -> None:
+        """The timer's part: apply what quiet partitions no longer hold back."""
+        now = self.now()
+        for sh in shards:
+            if sh.gate.pending and not sh.lock.locked():
+                async with sh.lock:
+                    await self.release(sh, now)

@@ -1,0 +1,144 @@
+"""The route stage: ``ticks`` -> ``ratiowatch-ticks-by-shard``, with each partition's event-time
+progress for the shards' watermarks (agents/watermark.py).
+
+What one fetch brought from ``ticks`` is parsed (bad input to ``ticks.dlq``), cut into chunks and
+sent as one shard record per shard, with a segment per source partition. Every segment carries
+how far its partition has come in event time, so a shard can tell which ticks can no longer be
+overtaken. Shards that get no ticks from a partition still hear of its progress (throttled, see
+PROGRESS_EVERY_S), and after each fetch round every shard hears which partitions are caught up
+(HEARTBEAT_S): a quiet or empty partition then stops holding their watermarks back.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+from typing import Any, Awaitable, Callable
+
+from ratiowatch.streams.ticks import Rejected, parse_records
+
+from .shards import Segment, ShardMap, encode_shard_segments
+
+__all__ = ["Router"]
+
+# The route stage cuts what it fetched into chunks of this many ticks (plus the rest of the record
+# that reaches it) and sends a shard's record once it holds SHARD_RECORD_TICKS: a shard record
+# stays under the producer's 1 MB request limit (~32 bytes a tick; one input record of at most
+# 1 MB adds ~600 KB at worst), and small documents decode faster per tick (orjson: ~200 ns a tick
+# at a few thousand, ~480 ns at 20,000) while each record costs ~100 µs to send, fetch and hand over.
+ROUTE_CHUNK_TICKS = 8_000
+SHARD_RECORD_TICKS = 2_000
+# A shard that gets no ticks from a partition hears of its progress at most this often: often
+# enough that its watermark follows the feed, rarely enough to cost nothing against the ticks.
+PROGRESS_EVERY_S = 0.02
+# How often every shard hears, for every partition, whether it is caught up: the shards believe a
+# word for agents.watermark's claim_ttl_s (10x this), so a router that dies is noticed.
+HEARTBEAT_S = 0.5
+
+SendShard = Callable[[int, bytes], Awaitable[None]]
+DeadLetter = Callable[[Rejected, int | None, int | None], Awaitable[None]]
+
+
+class Router:
+    """Routes ticks to shards. ``send_shard(n, value)`` writes a shard record, ``dead_letter``
+    a rejected tick; ``positions()`` gives, for the ``ticks`` partitions this worker owns,
+    (next offset, high watermark) as the consumer knows them; ``now`` is a monotonic clock."""
+
+    def __init__(self, shard_map: ShardMap, *, signed: frozenset[str], send_shard: SendShard,
+                 dead_letter: DeadLetter, positions: Callable[[], dict[int, tuple[int | None, int | None]]],
+                 now: Callable[[], float], counters: Counter[str]) -> None:
+        self.map = shard_map
+        self.known = shard_map.symbols
+        self.signed = signed
+        self.send_shard = send_shard
+        self.dead_letter = dead_letter
+        self.positions = positions
+        self.now = now
+        self.counters = counters
+        self.progress: dict[int, int] = {}                        # partition -> newest valid event time
+        self._told: dict[tuple[int, int], tuple[int, bool, float]] = {}  # (shard, partition) -> last word
+        self._claims: dict[int, bool] = {}                        # partition -> caught up, last heartbeat
+        self._heartbeat_at = float("-inf")
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions revoked: their next owner speaks for them."""
+        for p in partitions:
+            self.progress.pop(p, None)
+            self._claims.pop(p, None)
+        self._told = {k: v for k, v in self._told.items() if k[1] not in partitions}
+
+    async def handle(self, batches: list[tuple[int, list[Any], int | None]]) -> None:
+        """What one fetch brought from ``ticks``: [(partition, records, high watermark)]."""
+        out: dict[int, list[Segment]] = {}  # shard -> segments not sent yet
+        size: dict[int, int] = {}
+        now = self.now()
+        for partition, records, highwater in batches:
+            rows, bad, ends = parse_records([r.value for r in records], self.known, self.signed)
+            for i, rej in bad:
+                await self.dead_letter(rej, partition, records[i].offset)
+            progress = self.progress.get(partition, -1)
+            first = 0  # chunks of about ROUTE_CHUNK_TICKS ticks, cut at a record boundary
+            while first < len(records):
+                start = ends[first - 1] if first else 0
+                last = min(bisect_left(ends, start + ROUTE_CHUNK_TICKS, first), len(records) - 1)
+                chunk = rows[start:ends[last]] if first or last < len(records) - 1 else rows
+                if chunk:
+                    newest = max(t[2] for t in chunk)
+                    if newest > progress:
+                        progress = newest
+                # Caught up only with the partition's last record: a shard may then let the
+                # partition go idle; a chunk with more behind it must still hold the watermark.
+                caught_up = last == len(records) - 1 and highwater is not None and records[last].offset + 1 >= highwater
+                for n, shard_rows in self.map.route(chunk).items():
+                    # (partition, offset) is the last ticks record the rows come from: segments of
+                    # one partition carry increasing offsets, so "already applied" stays exact.
+                    out.setdefault(n, []).append((partition, records[last].offset, shard_rows, progress, caught_up))
+                    self._told[(n, partition)] = (progress, caught_up, now)
+                    size[n] = size.get(n, 0) + len(shard_rows)
+                    if size[n] >= SHARD_RECORD_TICKS:
+                        await self._send(n, out.pop(n), size.pop(n))
+                first = last + 1
+            self.progress[partition] = progress
+            caught_up = highwater is not None and records[-1].offset + 1 >= highwater
+            self._tell_others(out, partition, progress, caught_up, now)
+            c = self.counters
+            c["records_in"] += len(records)
+            c["ticks_in"] += len(rows) + len(bad)
+            c["ticks_routed"] += len(rows)
+        for n, segments in out.items():
+            await self._send(n, segments, size.get(n, 0))
+
+    def _tell_others(self, out: dict[int, list[Segment]], partition: int, progress: int, caught_up: bool,
+                     now: float) -> None:
+        """A progress-only segment for the shards that got nothing from ``partition`` this time and
+        have not heard of it for PROGRESS_EVERY_S (or heard another caught-up state)."""
+        for n in range(self.map.shards):
+            told = self._told.get((n, partition))
+            if told is not None and (told[0] == progress or now - told[2] < PROGRESS_EVERY_S) and told[1] == caught_up:
+                continue
+            out.setdefault(n, []).append((partition, -1, (), progress, caught_up))
+            self._told[(n, partition)] = (progress, caught_up, now)
+
+    async def after_round(self) -> None:
+        """After each fetch round: tell every shard which of this worker's partitions are caught up,
+        every HEARTBEAT_S, and at once when one has just become so (an empty partition at start,
+        a backlog read to its end)."""
+        claims = {}
+        for p, (position, highwater) in self.positions().items():
+            claims[p] = position is not None and highwater is not None and position >= highwater
+        now = self.now()
+        news = any(up and not self._claims.get(p, False) for p, up in claims.items())
+        if not claims or not (news or now - self._heartbeat_at >= HEARTBEAT_S):
+            return
+        self._claims, self._heartbeat_at = claims, now
+        segments: list[Segment] = [(p, -1, (), self.progress.get(p, -1), up) for p, up in sorted(claims.items())]
+        for n in range(self.map.shards):
+            for p, _, _, w, up in segments:
+                self._told[(n, p)] = (w, up, now)
+            await self._send(n, segments, 0)
+        self.counters["heartbeats_sent"] += 1
+
+    async def _send(self, n: int, segments: list[Segment], ticks: int) -> None:
+        self.counters["shard_copies_sent"] += ticks
+        self.counters["shard_records_sent"] += 1
+        await self.send_shard(n, encode_shard_segments(segments))

@@ -1,0 +1,149 @@
+"""Event time across source partitions: which waiting ticks a shard may apply now. Pure.
+
+A shard is fed from every ``ticks`` partition (the route stage re-keys ticks by the scenarios
+using them), and each partition arrives at its own pace: a backlog keyed by symbol is read
+partition by partition, a restarted worker reads its partitions from where it left them. Judging
+lateness against whichever tick arrived first would throw away the partitions read second. So,
+as Flink does with per-partition watermarks and Kafka Streams with its stream time:
+
+- **Progress.** For every source partition the route stage reports how far it has come in event
+  time: the newest valid tick it has routed from it, to any shard. Each segment of a shard record
+  carries it, and partitions with nothing for this shard send it alone.
+- **Watermark.** The shard's watermark is the smallest progress over the source partitions.
+  Waiting ticks older than the watermark are applied, in event-time order: no partition can still
+  bring an older tick, unless it breaks its own order. Ticks at the watermark wait, so a
+  same-timestamp group is always applied whole.
+- **Idle partitions** (in the manner of Kafka Streams' ``max.task.idle.ms``). A partition whose
+  router says it is *caught up* (it has routed everything up to the partition's end offset) and
+  that has brought nothing new for ``idle_ms`` stops holding the watermark back. A partition with
+  a backlog is never caught up, so it holds the watermark however long it takes to arrive. A
+  caught-up claim is only believed while it is fresh (``claim_ttl_s``): a router that died
+  stops renewing it, and its partitions hold the watermark until another router takes them over.
+  When no partition holds it, everything waiting is applied.
+- **Late ticks.** The *frontier* is the newest event time the shard has applied. A tick older than
+  ``frontier - allowed_lateness`` is late (dead-lettered by the caller); one within it is applied
+  as a correction (see agents/engine.py: it re-evaluates at the scenario's last evaluation time).
+
+Time ``now`` is a monotonic clock in seconds, passed in.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from operator import itemgetter
+from typing import Any, Iterable, Sequence
+
+__all__ = ["EventTimeGate", "NO_TIME"]
+
+NO_TIME = -1  # no event time seen yet
+_EVENT_TIME = itemgetter(2)  # of a tick row (symbol, price, ts_ms)
+
+
+class _Source:
+    """What the shard knows of one ``ticks`` partition."""
+
+    __slots__ = ("progress", "caught_up", "claimed_at", "quiet_since")
+
+    def __init__(self, progress: int = NO_TIME) -> None:
+        self.progress = progress      # newest event time routed from the partition
+        self.caught_up = False        # its router's latest word: routed up to the end offset
+        self.claimed_at = -1.0        # when that word arrived
+        self.quiet_since = -1.0       # since when the partition brought nothing new
+
+
+class EventTimeGate:
+    """The waiting ticks of one shard and the watermark that releases them."""
+
+    __slots__ = ("sources", "pending", "frontier", "idle_s", "lateness_ms", "claim_ttl_s", "_sorted")
+
+    def __init__(self, partitions: int, *, idle_ms: float, lateness_ms: int, claim_ttl_s: float = 5.0) -> None:
+        self.sources: dict[int, _Source] = {p: _Source() for p in range(partitions)}
+        self.pending: list[Sequence[Any]] = []   # admitted, not applied yet
+        self.frontier = NO_TIME                  # newest event time applied
+        self.idle_s = idle_ms / 1000.0
+        self.lateness_ms = lateness_ms
+        self.claim_ttl_s = claim_ttl_s
+        self._sorted = True
+
+    # --- what arrives ---------------------------------------------------------------------------
+
+    def observe(self, partition: int, progress: int, caught_up: bool, now: float) -> None:
+        """A router's report on ``partition``: its progress and whether it is caught up."""
+        src = self.sources.get(partition)
+        if src is None:  # a partition beyond the expected count (the topic grew): it counts too
+            src = self.sources[partition] = _Source()
+        if progress > src.progress:
+            src.progress = progress
+            src.quiet_since = now
+        elif src.quiet_since < 0 or (caught_up and not src.caught_up):
+            src.quiet_since = now  # idle time counts from when it was first known caught up
+        src.caught_up = caught_up
+        src.claimed_at = now
+
+    def is_late(self, ts_ms: int) -> bool:
+        """Whether a tick at ``ts_ms`` is past the allowed lateness (the boundary is kept: a tick
+        exactly ``allowed_lateness`` behind the frontier is still applied)."""
+        return self.frontier != NO_TIME and ts_ms < self.frontier - self.lateness_ms
+
+    def admit(self, ticks: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+        """Queue the ticks that are not late; returns the late ones (to dead-letter)."""
+        late: list[Sequence[Any]] = []
+        floor = self.frontier - self.lateness_ms if self.frontier != NO_TIME else None
+        pending = self.pending
+        for t in ticks:
+            if floor is not None and t[2] < floor:
+                late.append(t)
+                continue
+            if self._sorted and pending and t[2] < pending[-1][2]:
+                self._sorted = False
+            pending.append(t)
+        return late
+
+    # --- what is released -----------------------------------------------------------------------
+
+    def holds(self, src: _Source, now: float) -> bool:
+        """Whether a partition holds the watermark back: not (caught up, fresh, and idle)."""
+        return not (src.caught_up and now - src.claimed_at <= self.claim_ttl_s
+                    and now - src.quiet_since >= self.idle_s)
+
+    def watermark(self, now: float) -> int | None:
+        """The smallest progress over the partitions that hold it back; None: none does."""
+        wm: int | None = None
+        for src in self.sources.values():
+            if self.holds(src, now) and (wm is None or src.progress < wm):
+                wm = src.progress
+        return wm
+
+    def take_ready(self, now: float) -> list[Sequence[Any]]:
+        """The waiting ticks older than the watermark (all of them when nothing holds it), in
+        event-time order (arrival order within a timestamp); the frontier moves to the newest."""
+        if not self.pending:
+            return []
+        if not self._sorted:
+            self.pending.sort(key=_EVENT_TIME)  # stable: arrival order kept within a timestamp
+            self._sorted = True
+        wm = self.watermark(now)
+        pending = self.pending
+        cut = len(pending) if wm is None else bisect_left(pending, wm, key=_EVENT_TIME)
+        if not cut:
+            return []
+        ready, self.pending = pending[:cut], pending[cut:]
+        if ready[-1][2] > self.frontier:
+            self.frontier = ready[-1][2]
+        return ready
+
+    # --- durable form -----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        # Claims are not kept: after a restart every partition holds the watermark until its router
+        # speaks again, so nothing is applied on the strength of an old word.
+        return {"pending": self.pending, "frontier": self.frontier,
+                "progress": {str(p): s.progress for p, s in self.sources.items() if s.progress != NO_TIME}}
+
+    def restore(self, d: dict[str, Any]) -> None:
+        self.pending = [tuple(t) for t in d["pending"]]
+        self._sorted = False
+        self.frontier = int(d["frontier"])
+        for p, ts in d["progress"].items():
+            src = self.sources.setdefault(int(p), _Source())
+            src.progress = max(src.progress, int(ts))

@@ -1,0 +1,59 @@
+"""Every Kafka client ratiowatch builds comes from here, so every one of them gets the cluster's
+security settings (TLS/SASL from the environment, see :mod:`streams.kafka_settings`) and the
+version pin the embedded broker needs.
+
+- :func:`aio_producer` / :func:`aio_consumer`: aiokafka clients for the roles' own reads and
+  writes outside faust (source, web, notify read-back, dlq retry).
+- :func:`kafka_python_kwargs_for`: keyword arguments for kafka-python clients (admin, probes,
+  read-back, the examples).
+- faust apps get theirs through :func:`streams.kafka_settings.faust_app_kwargs` in
+  :func:`streams.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .kafka_settings import KafkaSecurity, aiokafka_kwargs, kafka_python_kwargs, load_kafka_security
+
+__all__ = ["security", "aio_producer", "aio_consumer", "kafka_python_kwargs_for"]
+
+# kafka-python 2.3's newest ApiVersions probe gets an answer from the embedded broker that it
+# cannot decode (it falls back after logging an ERROR); Kafka >= 3.0 speaks what (3, 0) selects.
+KAFKA_PYTHON_API_VERSION = (3, 0)
+
+
+def security(sec: KafkaSecurity | None = None) -> KafkaSecurity:
+    """The given settings, or those of the environment (PLAINTEXT when nothing is set)."""
+    return sec if sec is not None else load_kafka_security()
+
+
+def aio_producer(bootstrap: str, *, client_id: str, sec: KafkaSecurity | None = None,
+                 idempotent: bool = False, **kw: Any) -> Any:
+    """An (unstarted) aiokafka producer. ``idempotent`` asks the broker for a producer id, so a
+    retried request is never written twice (a broker that refuses InitProducerId fails at start)."""
+    from aiokafka import AIOKafkaProducer
+
+    settings: dict[str, Any] = {"acks": "all", "linger_ms": 2}
+    if idempotent:
+        settings["enable_idempotence"] = True
+    settings.update(kw)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, client_id=client_id,
+                            **aiokafka_kwargs(security(sec)), **settings)
+
+
+def aio_consumer(bootstrap: str, *, client_id: str, group_id: str | None = None,
+                 sec: KafkaSecurity | None = None, **kw: Any) -> Any:
+    """An (unstarted) aiokafka consumer; ``group_id`` None: no group, partitions are assigned by
+    hand (readers that must see every partition, such as the web role)."""
+    from aiokafka import AIOKafkaConsumer
+
+    settings: dict[str, Any] = {"enable_auto_commit": False, "auto_offset_reset": "earliest"}
+    settings.update(kw)
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id=client_id, group_id=group_id,
+                            **aiokafka_kwargs(security(sec)), **settings)
+
+
+def kafka_python_kwargs_for(sec: KafkaSecurity | None = None) -> dict[str, Any]:
+    """Keyword arguments for kafka-python's consumer, producer and admin client."""
+    return {"api_version": KAFKA_PYTHON_API_VERSION, **kafka_python_kwargs(security(sec))}

@@ -1,0 +1,199 @@
+"""Event time across source partitions, without a broker: the real route and evaluate stages
+(agents/route.py, agents/evaluate.py) wired to each other in memory, fed the same ticks through
+random partition interleavings and batch cuts. Whatever the arrival order, the events must be
+those of the engine applied to the ticks in event-time order, and no tick may be called late."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ratiowatch.agents.engine import ShardEngine
+from ratiowatch.agents.evaluate import Evaluator
+from ratiowatch.agents.route import Router
+from ratiowatch.agents.shards import ShardMap
+from ratiowatch.agents.watermark import EventTimeGate
+from ratiowatch.config import parse_config
+
+CONFIG = parse_config({
+    "settings": {"partitions": 2, "grace_ms": 50, "allowed_lateness_s": 300},
+    "scenarios": [
+        {"id": "ratio", "title": "IWM/SPY up", "trigger": {"series": "IWM/SPY", "above": 0.41, "rearm": 0.40}},
+        {"id": "spread", "title": "curve", "trigger": {"series": "DGS10-DGS2", "above": 0.0}},
+        {"id": "change", "title": "XLF 2-session change", "trigger": {"series": "XLF", "lookback": 2, "above": 0.01}},
+    ],
+})
+SYMBOLS = ["IWM", "SPY", "DGS10", "DGS2", "XLF"]
+DAY = 86_400_000
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Wiring:
+    """One router per source partition and one evaluator, records passed by hand."""
+
+    def __init__(self, sources: int) -> None:
+        self.clock = Clock()
+        self.map = ShardMap(CONFIG.scenarios, CONFIG.settings.partitions)
+        self.counters: Counter[str] = Counter()
+        self.shard_records: dict[int, list[bytes]] = {n: [] for n in range(self.map.shards)}
+        self.events: list[dict] = []
+        self.late: list = []
+        self.offsets = {p: 0 for p in range(sources)}
+        self.ends = {p: 0 for p in range(sources)}  # what the "broker" holds per partition
+        self.router = Router(self.map, signed=CONFIG.settings.signed_symbols, send_shard=self._send,
+                             dead_letter=self._rejected, positions=lambda: {}, now=self.clock, counters=self.counters)
+        self.evaluator = Evaluator(CONFIG, self.map.scenarios, sources=sources, emit=self._emit,
+                                   dead_letter=self._late, now=self.clock, counters=self.counters)
+        self.shards = {n: self.evaluator.new_shard(n) for n in range(self.map.shards)}
+
+    async def _send(self, n: int, value: bytes) -> None:
+        self.shard_records[n].append(value)
+
+    async def _rejected(self, rej, partition, offset) -> None:
+        raise AssertionError(f"rejected {rej}")
+
+    async def _emit(self, ev: dict) -> None:
+        self.events.append(ev)
+
+    async def _late(self, rej) -> None:
+        self.late.append(rej)
+
+    async def route(self, partition: int, ticks: list[tuple[str, float, int]], highwater: int) -> None:
+        import orjson
+
+        records = []
+        for t in ticks:
+            records.append(SimpleNamespace(value=orjson.dumps({"symbol": t[0], "price": t[1], "ts_ms": t[2]}),
+                                           offset=self.offsets[partition]))
+            self.offsets[partition] += 1
+        await self.router.handle([(partition, records, highwater)])
+
+    async def deliver(self) -> None:
+        for n, recs in self.shard_records.items():
+            if recs:
+                batch, self.shard_records[n] = recs, []
+                await self.evaluator.handle(self.shards[n], [SimpleNamespace(value=v) for v in batch])
+
+
+def reference_events(ticks: list[tuple[str, float, int]]) -> list[dict]:
+    """The engine fed the whole tick set at once, in event-time order (arrival order kept within
+    a timestamp): what a single ordered stream gives."""
+    states: dict = {}
+    engines = [ShardEngine(CONFIG.scenarios, CONFIG.settings)]
+    ordered = sorted(ticks, key=lambda t: t[2])
+    return engines[0].apply_sorted(states, ordered, set())
+
+
+def key(ev: dict) -> tuple:
+    return ev["scenario"], ev["rule"], ev["kind"], ev["ts_ms"], ev["value"]
+
+
+# A day of ticks per symbol, in time order; several symbols share each timestamp (a same-time group).
+days = st.lists(st.tuples(*[st.floats(1.0, 200.0) for _ in SYMBOLS]), min_size=2, max_size=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prices=days, sources=st.integers(2, 4), cuts=st.lists(st.integers(1, 9), min_size=1, max_size=40),
+       order=st.randoms(use_true_random=False))
+def test_random_partition_interleavings_give_the_events_of_event_time_order(prices, sources, cuts, order):
+    ticks = [(sym, float(f"{p:.4f}"), d * DAY) for d, row in enumerate(prices) for sym, p in zip(SYMBOLS, row)]
+    # Keyed by symbol: each partition holds its symbols' ticks in time order.
+    part_of = {sym: i % sources for i, sym in enumerate(SYMBOLS)}
+    by_part = {p: [t for t in ticks if part_of[t[0]] == p] for p in range(sources)}
+
+    async def go() -> Wiring:
+        w = Wiring(sources)
+        for p, ts in by_part.items():
+            w.ends[p] = len(ts)
+        pos = {p: 0 for p in range(sources)}
+        cut_iter = iter(cuts * 50)
+        # A backlog: every partition has all its ticks on the broker before the worker reads,
+        # and the router reads them in chunks from partitions picked at random.
+        while any(pos[p] < len(by_part[p]) for p in by_part):
+            p = order.choice([q for q in by_part if pos[q] < len(by_part[q])])
+            n = next(cut_iter)
+            chunk = by_part[p][pos[p]:pos[p] + n]
+            pos[p] += len(chunk)
+            await w.route(p, chunk, highwater=w.ends[p])
+            if order.random() < 0.5:
+                await w.deliver()
+        await w.deliver()
+        # Everything is read: the last batch of each partition said "caught up"; once they have
+        # all been quiet for the idle time, the gate releases the rest.
+        w.clock.t += 1.0
+        for sh in w.shards.values():
+            await w.evaluator.release(sh, w.clock())
+        return w
+
+    w = asyncio.run(go())
+    assert w.late == []
+    assert sorted(map(key, w.events)) == sorted(map(key, reference_events(ticks)))
+    assert all(not sh.gate.pending for sh in w.shards.values())
+
+
+def test_a_partition_with_a_backlog_holds_the_watermark_however_long_it_is_silent():
+    gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000)
+    gate.observe(0, 5 * DAY, caught_up=True, now=0.0)
+    gate.observe(1, 1 * DAY, caught_up=False, now=0.0)
+    gate.admit([("A", 1.0, d * DAY) for d in range(6)])
+    assert [t[2] for t in gate.take_ready(now=1e6)] == [0]  # only what is older than partition 1
+    gate.observe(1, 3 * DAY, caught_up=False, now=1e6)
+    assert [t[2] for t in gate.take_ready(now=1e6)] == [DAY, 2 * DAY]
+
+
+def test_a_caught_up_partition_stops_holding_once_idle_but_not_before():
+    gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000)
+    gate.observe(0, 10, caught_up=True, now=0.0)
+    gate.observe(1, 20, caught_up=True, now=0.0)
+    gate.admit([("A", 1.0, 10), ("B", 1.0, 20)])
+    assert gate.take_ready(now=0.049) == []           # both still within the idle time
+    assert [t[2] for t in gate.take_ready(now=0.050)] == [10, 20]  # both idle: all released
+    assert gate.frontier == 20
+
+
+def test_a_stale_caught_up_claim_holds_the_watermark():
+    # A router that died stops renewing its word: its partition holds until a new owner speaks.
+    gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000, claim_ttl_s=5.0)
+    gate.observe(0, 10, caught_up=True, now=0.0)
+    gate.observe(1, 30, caught_up=False, now=0.0)
+    gate.admit([("B", 1.0, 20)])
+    gate.observe(1, 30, caught_up=True, now=0.0)
+    assert gate.take_ready(now=6.0) == []  # partition 0's claim is older than its ttl
+    gate.observe(0, 10, caught_up=True, now=6.0)
+    assert [t[2] for t in gate.take_ready(now=6.1)] == [20]
+
+
+@pytest.mark.parametrize("behind_ms, late", [(300_000, False), (300_001, True)])
+def test_lateness_is_judged_against_the_applied_frontier_with_its_boundary_kept(behind_ms, late):
+    gate = EventTimeGate(1, idle_ms=0, lateness_ms=300_000)
+    gate.observe(0, 1_000_000, caught_up=True, now=0.0)
+    gate.admit([("A", 1.0, 1_000_000)])
+    assert gate.take_ready(now=0.0)
+    tick = ("A", 2.0, 1_000_000 - behind_ms)
+    assert gate.admit([tick]) == ([tick] if late else [])
+
+
+def test_the_durable_form_keeps_waiting_ticks_progress_and_frontier_but_no_claims():
+    gate = EventTimeGate(2, idle_ms=50, lateness_ms=1000)
+    gate.observe(0, 50, caught_up=True, now=0.0)
+    gate.observe(1, 40, caught_up=False, now=0.0)
+    gate.admit([("A", 1.0, 30), ("B", 2.0, 45)])
+    gate.take_ready(now=0.0)
+    back = EventTimeGate(2, idle_ms=50, lateness_ms=1000)
+    back.restore(gate.to_dict())
+    assert back.frontier == 30 and [tuple(t) for t in back.pending] == [("B", 2.0, 45)]
+    assert {p: s.progress for p, s in back.sources.items()} == {0: 50, 1: 40}
+    assert all(not s.caught_up for s in back.sources.values())
+    assert back.take_ready(now=100.0) == []  # nothing released on the strength of an old word
