@@ -14,6 +14,7 @@ quiet releases the ticks it was holding.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
@@ -21,6 +22,7 @@ from ratiowatch.config import Config, Scenario
 from ratiowatch.streams.ticks import Rejected
 
 from .engine import ScenarioState, ShardEngine
+from .sessions import iso_utc
 from .shards import decode_shard_record
 from .watermark import EventTimeGate
 
@@ -33,7 +35,7 @@ class ShardState:
     """In-memory state of one shard this worker owns; the table holds its durable copy."""
 
     __slots__ = ("n", "engine", "states", "applied", "gate", "lock", "emitted", "dirty", "meta_dirty",
-                 "written", "last_written")
+                 "written", "last_written", "waiting_since_ms")
 
     def __init__(self, n: int, engine: ShardEngine, gate: EventTimeGate) -> None:
         self.n = n
@@ -47,6 +49,7 @@ class ShardState:
         self.written = 0                       # changelog bytes this worker wrote for the shard
         self.last_written: dict[tuple[str, bool], int] = {}  # (scenario id, history?) -> ``written`` then
         self.emitted: set[str] | None = None   # ids already on ``events`` that re-applied ticks may repeat
+        self.waiting_since_ms = 0              # when the oldest record with waiting ticks was produced
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": SHARD_STATE_VERSION, "applied": self.applied, **self.gate.to_dict()}
@@ -59,7 +62,7 @@ class ShardState:
 
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-DeadLetter = Callable[[Rejected], Awaitable[None]]
+DeadLetter = Callable[[Rejected, int], Awaitable[None]]  # (rejection, source partition)
 
 
 class Evaluator:
@@ -77,6 +80,8 @@ class Evaluator:
         self.now = now
         self.counters = counters
         self.on_applied = on_applied
+        # wall seconds from a shard record's production (by the route stage) to an event it caused
+        self.on_latency: Callable[[float], None] | None = None
         self.idle_ms = config.settings.grace_ms
         self.lateness_ms = int(config.settings.allowed_lateness_s * 1000)
 
@@ -89,6 +94,8 @@ class Evaluator:
         now = self.now()
         gate, applied = sh.gate, sh.applied
         copies = skipped = 0
+        if not gate.pending and records:
+            sh.waiting_since_ms = records[0].timestamp or 0
         for rec in records:
             for p, o, ticks, progress, caught_up in decode_shard_record(rec.value):
                 if ticks:
@@ -99,7 +106,7 @@ class Evaluator:
                     else:
                         applied[key] = o
                         for t in gate.admit(ticks):
-                            await self._late(gate, t)
+                            await self._late(sh, p, t)
                 gate.observe(p, progress, caught_up, now)
         c = self.counters
         c["shard_copies_in"] += copies
@@ -110,10 +117,14 @@ class Evaluator:
             c["pending_max"] = len(gate.pending)  # how far the partitions drift apart (bench, docs)
         await self.release(sh, now)
 
-    async def _late(self, gate: EventTimeGate, t: Any) -> None:
+    async def _late(self, sh: ShardState, partition: int, t: Any) -> None:
+        # Judged per shard (each has its own frontier): a tick used by scenarios of two shards that
+        # are both past it is dead-lettered by each, and the detail says which shard.
+        gate = sh.gate
         await self.dead_letter(Rejected(
-            "late", f"event time {t[2]} is more than {gate.lateness_ms} ms behind {gate.frontier}, the newest "
-                    f"event time this shard has applied", {"symbol": t[0], "price": t[1], "ts_ms": t[2]}))
+            "late", f"shard {sh.n}: event time {iso_utc(t[2])} is more than {gate.lateness_ms / 1000:g} s behind "
+                    f"{iso_utc(gate.frontier)}, the newest event time this shard has applied",
+            {"symbol": t[0], "price": t[1], "ts_ms": t[2]}), partition)
 
     async def release(self, sh: ShardState, now: float) -> None:
         """Steps 3-4: apply what the gate releases and send the events."""
@@ -126,6 +137,9 @@ class Evaluator:
         self.counters["shard_ticks_applied"] += len(ready)
         sh.dirty |= touched
         sent = []
+        latency = (time.time() - sh.waiting_since_ms / 1000) if sh.waiting_since_ms and out else None
+        if not sh.gate.pending:
+            sh.waiting_since_ms = 0
         for ev in out:
             if sh.emitted and ev["event_id"] in sh.emitted:  # re-applied after a restart, and sent then
                 sh.emitted.discard(ev["event_id"])
@@ -133,6 +147,9 @@ class Evaluator:
                 continue
             await self.emit(ev)
             self.counters["events"] += 1
+            self.counters["events." + ev["kind"]] += 1
+            if latency is not None and self.on_latency is not None:
+                self.on_latency(latency)
             sent.append(ev)
         if self.on_applied is not None:
             self.on_applied(sh.n, touched, sent)

@@ -140,7 +140,7 @@ class Pipeline:
                              dead_letter=self._dead_letter, positions=self._ticks_positions,
                              now=time.monotonic, counters=self.counters)
         self.evaluator = Evaluator(config, self.map.scenarios, sources=shards, emit=self._emit,
-                                   dead_letter=lambda rej: self._dead_letter(rej, None, None),
+                                   dead_letter=lambda rej, partition: self._dead_letter(rej, partition, None),
                                    now=time.monotonic, counters=self.counters, on_applied=self._on_applied)
         self.checkpoint = Checkpoint(self.table, self._put, counters=self.counters, seed=seed)
 

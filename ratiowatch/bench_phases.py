@@ -3,7 +3,7 @@ another, and reports back through a pipe. The feed comes from the parent process
 
 - limit: a bare aiokafka consumer that reads and JSON-decodes the ticks, nothing else;
 - baseline: the faust idiom: a Record stream, a table write per tick, the ratio per tick;
-- engine: ratiowatch itself (Runtime + Pipeline, ``ticks`` -> ``events``, state kept).
+- engine: ratiowatch itself (EngineRole + Pipeline, ``ticks`` -> ``events``, state kept).
 
 Protocol: the child sets up, sends ("ready", info), counts ticks consumed into the shared
 ``progress`` counter (the feeder paces itself on it), and sends ("result", dict) once every
@@ -197,12 +197,12 @@ async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, 
 
 async def engine(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any]:
     from ratiowatch.bench_market import BenchMarket
-    from ratiowatch.runtime import Runtime
+    from ratiowatch.roles.engine import EngineRole
 
     market = BenchMarket(**spec["market"])
     seed = market.seed_states()
     datadir = tempfile.mkdtemp(prefix="rw-bench-")
-    rt = Runtime(market.config, broker_url=spec["url"], partitions=spec["partitions"], seed=seed, datadir=datadir)
+    rt = EngineRole(market.config, broker_url=spec["url"], partitions=spec["partitions"], seed=seed, datadir=datadir)
     rss_ready = _rss_mb()
     pipe = rt.pipeline
     c = pipe.counters

@@ -1,5 +1,5 @@
-"""The worker process of the chaos run: the real Runtime and the real NotificationService, wired
-as a production worker is, in a process of its own so the chaos run can SIGKILL and restart it.
+"""The worker process of the chaos run: the real engine and notify roles (ratiowatch/roles/), in a
+process of their own so the chaos run can SIGKILL and restart them together.
 
     python -m ratiowatch.chaos_worker --broker kafka://127.0.0.1:PORT --config FILE --datadir DIR
 
@@ -8,10 +8,10 @@ that must survive a kill where a production worker keeps it: state in the broker
 delivered (event, channel) pairs in the SQLite dedup record, notices handed to the service and
 not yet settled in the notifier's inbox (both under ``--datadir``).
 
-It exists beside ``ratiowatch run`` (not instead of it) so the chaos run can tune what only a test
-wants tuned: a short consumer-group session, so a killed member is replaced in seconds rather than
-a minute, and a short notification retry policy, so a failing endpoint exhausts its retries within
-the run.
+It builds the roles through the same classes as ``ratiowatch engine`` and ``ratiowatch notify``,
+with only what a test wants tuned: a short consumer-group session, so a killed member is replaced
+in seconds rather than a minute, and a short notification retry policy, so a failing endpoint
+exhausts its retries within the run.
 """
 
 from __future__ import annotations
@@ -56,38 +56,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _main(args: argparse.Namespace, config: Any) -> int:
-    from ratiowatch.agents.notify import install_notifier
-    from ratiowatch.notifiers import NotificationService, RetryPolicy
-    from ratiowatch.runtime import Runtime
-    from ratiowatch.streams import topics as T
+    from ratiowatch.notifiers import RetryPolicy
+    from ratiowatch.roles.engine import EngineRole
+    from ratiowatch.roles.notify import NotifyRole
 
     os.makedirs(args.datadir, exist_ok=True)
-    rt = Runtime(config, broker_url=args.broker, partitions=args.partitions, datadir=args.datadir,
-                 app_settings=APP_SETTINGS)
-    out = {name: rt.app.topic(name, key_serializer="raw", value_serializer="raw", partitions=1)
-           for name in (T.DELIVERIES, T.NOTIFICATIONS_DLQ)}
-
-    async def publish(topic: str, key: bytes | None, value: bytes) -> None:
-        await out[topic].send(key=key, value=value)
-
-    a, base, most, deadline, timeout = CHAOS_RETRY
-    svc = NotificationService(config, publish, store_path=os.path.join(args.datadir, "notifications.sqlite"),
-                              retry=RetryPolicy(a, base, most, deadline, timeout))
-    install_notifier(rt.app, rt.pipeline.events_topic, svc.handle, pending=lambda: svc.pending,
-                     inbox_path=os.path.join(args.datadir, "notify-inbox.sqlite"))
+    # The production roles, as `ratiowatch run --broker` wires them: only the settings differ.
+    rt = EngineRole(config, broker_url=args.broker, partitions=args.partitions, datadir=args.datadir,
+                    app_settings=APP_SETTINGS)
+    notify = NotifyRole(config, bootstrap=rt.bootstrap, partitions=args.partitions, datadir=args.datadir,
+                        app_settings=APP_SETTINGS, retry=RetryPolicy(*CHAOS_RETRY), metrics=rt.metrics,
+                        health=rt.health)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await svc.start()
+    await notify.start()
     await rt.start()
     print("ready", flush=True)
     try:
         await stop.wait()
     finally:
         await rt.stop()
-        await svc.stop()
+        await notify.stop()
     c = rt.pipeline.counters
     print(f"stopped: {c['ticks_in']} ticks in, {c['dead_lettered']} dead-lettered, {c['events']} events", flush=True)
     return 0

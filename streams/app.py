@@ -47,7 +47,7 @@ def ensure_topics_exist(bootstrap: str, partitions: int, app_id: str = APP_ID, *
     client.setdefault("api_version", (3, 0))
     # A plain consumer's metadata tells which topics exist: the admin client's list_topics parses
     # fields the embedded broker fills differently and fails on it.
-    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-probe", **client)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-probe", enable_auto_commit=False, **client)
     try:
         existing = probe.topics()
         brokers = len(probe._client.cluster.brokers()) or 1

@@ -121,7 +121,7 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
     from ratiowatch.agents.engine import ShardEngine
     from ratiowatch.agents.shards import encode_shard_segments, shard_of
     from ratiowatch.config import load_config
-    from ratiowatch.runtime import Runtime
+    from ratiowatch.roles.engine import EngineRole
     from ratiowatch.streams import topics as T
     from ratiowatch.streams.broker import EmbeddedBroker
     from ratiowatch.streams.readback import read_topic
@@ -144,7 +144,7 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
         await producer.start()
         await producer.send_and_wait(T.SHARD_TICKS, encode_shard_segments([(0, 0, rows)]), key=b"%d" % n, partition=n)
         await producer.stop()
-        rt = Runtime(cfg, broker_url=broker.url, datadir=str(tmp_path / "d"))
+        rt = EngineRole(cfg, broker_url=broker.url, datadir=str(tmp_path / "d"))
         await rt.start()
         try:
             deadline = time.monotonic() + 60

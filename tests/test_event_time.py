@@ -67,7 +67,7 @@ class Wiring:
     async def _emit(self, ev: dict) -> None:
         self.events.append(ev)
 
-    async def _late(self, rej) -> None:
+    async def _late(self, rej, partition) -> None:
         self.late.append(rej)
 
     async def route(self, partition: int, ticks: list[tuple[str, float, int]], highwater: int) -> None:
@@ -84,7 +84,7 @@ class Wiring:
         for n, recs in self.shard_records.items():
             if recs:
                 batch, self.shard_records[n] = recs, []
-                await self.evaluator.handle(self.shards[n], [SimpleNamespace(value=v) for v in batch])
+                await self.evaluator.handle(self.shards[n], [SimpleNamespace(value=v, timestamp=0) for v in batch])
 
 
 def reference_events(ticks: list[tuple[str, float, int]]) -> list[dict]:

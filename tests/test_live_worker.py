@@ -1,4 +1,4 @@
-"""The live stream from a running worker: a websocket client receives status updates and the
+"""The live stream from a running engine, through the web role reading its topics: a websocket client receives status updates and the
 crossing event, over TCP, from ticks sent with kafka-python through the embedded broker."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from kafka import KafkaProducer
 from websockets.asyncio.client import connect
 
 from ratiowatch.config import load_config
-from ratiowatch.runtime import Runtime
+from ratiowatch.roles.engine import EngineRole
+from ratiowatch.roles.web import WebRole
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.live import LiveHub
 
@@ -32,8 +33,11 @@ async def _next(ws, pred, timeout=30.0):
 async def test_a_websocket_client_gets_status_and_the_crossing_from_a_running_worker():
     cfg = load_config(FIXTURES / "levels.yaml")
     hub = LiveHub(scenarios=[s.id for s in cfg.scenarios], min_interval_ms=50)
-    rt = Runtime(cfg, on_event=hub.publish_event, on_status=hub.publish_status)
+    rt = EngineRole(cfg)
     await rt.start()
+    # The web role reads scenario-status and events from the broker, as in a cluster.
+    web = WebRole(hub, bootstrap=rt.bootstrap)
+    await web.start()
     server = await hub.serve("127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
@@ -51,6 +55,7 @@ async def test_a_websocket_client_gets_status_and_the_crossing_from_a_running_wo
     finally:
         server.close()
         hub.close()
+        await web.stop()
         await rt.stop()
     assert armed["scenario"] == "spy-level" and armed["trigger"]["value"] == 99.0
     assert armed["trigger"]["distance"] == pytest.approx(1.0)

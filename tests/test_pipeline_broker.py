@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from ratiowatch.config import load_config
-from ratiowatch.runtime import Runtime
+from ratiowatch.roles.engine import EngineRole
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.readback import read_topic
 
@@ -39,7 +39,7 @@ async def _read(bootstrap: str, topic: str) -> list[tuple[bytes | None, dict]]:
 
 async def test_tick_from_kafka_python_crosses_and_event_is_read_back_plainly():
     cfg = load_config(FIXTURES / "levels.yaml")
-    rt = Runtime(cfg)
+    rt = EngineRole(cfg)
     await rt.start()
     try:
         p = _producer(rt.bootstrap)
@@ -62,7 +62,7 @@ async def test_tick_from_kafka_python_crosses_and_event_is_read_back_plainly():
 
 async def test_malformed_ticks_go_to_the_dlq_with_reasons_and_the_worker_keeps_going():
     cfg = load_config(FIXTURES / "levels.yaml")
-    rt = Runtime(cfg)
+    rt = EngineRole(cfg)
     await rt.start()
     try:
         p = _producer(rt.bootstrap)
@@ -92,7 +92,7 @@ async def test_same_timestamp_legs_in_separate_records_never_cross_spuriously(or
     # IWM/SPY goes 0.40 -> 0.40 with both legs doubling at t1. Applied one leg at a time the
     # ratio would pass through 0.80 (or 0.20) and fire; applied together it stays put.
     cfg = load_config(FIXTURES / "levels.yaml")
-    rt = Runtime(cfg)
+    rt = EngineRole(cfg)
     await rt.start()
     try:
         p = _producer(rt.bootstrap)

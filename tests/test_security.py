@@ -211,7 +211,7 @@ SASL_ENV = {"RATIOWATCH_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "RATIOWATCH_
 
 
 def test_a_runtime_hands_kafka_sasl_settings_from_the_environment_to_every_client(monkeypatch, tmp_path):
-    import ratiowatch.runtime as runtime_mod
+    import ratiowatch.roles.engine as runtime_mod
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
     from kafka import KafkaConsumer
 
@@ -219,7 +219,7 @@ def test_a_runtime_hands_kafka_sasl_settings_from_the_environment_to_every_clien
         monkeypatch.setenv(k, v)
     probed = {}
     monkeypatch.setattr(runtime_mod, "ensure_topics_exist", lambda bootstrap, partitions, app_id, **kw: probed.update(kw))
-    rt = runtime_mod.Runtime(load_config(), broker_url="kafka://127.0.0.1:9", datadir=str(tmp_path))
+    rt = runtime_mod.EngineRole(load_config(), broker_url="kafka://127.0.0.1:9", datadir=str(tmp_path))
     want = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
             "sasl_plain_username": "ratiowatch", "sasl_plain_password": "kafkaPW-6f1d2c"}
     # kafka-python: the topic probe and the readback clients

@@ -14,7 +14,7 @@ from kafka import KafkaProducer
 from ratiowatch.agents.sessions import session_close_ts_ms
 from ratiowatch.agents.warmstart import seed_states
 from ratiowatch.config import load_config
-from ratiowatch.runtime import Runtime
+from ratiowatch.roles.engine import EngineRole
 from ratiowatch.streams import topics as T
 
 pytestmark = pytest.mark.broker
@@ -32,7 +32,7 @@ async def test_first_live_tick_after_warm_start_has_its_63_session_reading(histo
     iwm, spy = _closes(history_dir / "IWM.csv"), _closes(history_dir / "SPY.csv")
     ratio = [iwm[d] / spy[d] for d in sorted(set(iwm) & set(spy))]  # both on NYSE days since 2000
 
-    rt = Runtime(cfg, seed=seed)
+    rt = EngineRole(cfg, seed=seed)
     await rt.start()
     try:
         ts = session_close_ts_ms(date(2026, 8, 21), cfg.settings.session_timezone)

@@ -67,16 +67,21 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
                  partitions: int | None = None, notify: bool = False,
                  app_id: str = T.APP_ID) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run the replay; returns (events read back from the topic, in canonical order; stats)."""
-    from ratiowatch.runtime import Runtime
+    from ratiowatch.roles.engine import EngineRole
+    from ratiowatch.roles.notify import NotifyRole
 
     history = load_history(data, config.symbols, config.settings.signed_symbols)
-    rt = Runtime(config, broker_url=broker, partitions=partitions, app_id=app_id)
-    service = rt.notification_service(data) if notify else None
+    rt = EngineRole(config, broker_url=broker, partitions=partitions, app_id=app_id)
+    notifier = None
+    if notify:
+        notifier = NotifyRole(config, bootstrap=rt.bootstrap, partitions=rt.partitions, history_dir=data,
+                              ephemeral=rt.embedded is not None, app_id=f"{app_id}-notify", metrics=rt.metrics,
+                              health=rt.health)
     t0 = time.monotonic()
     dates = ticks_sent = 0
     await rt.start()
-    if service is not None:
-        await service.start()
+    if notifier is not None:
+        await notifier.start()
     try:
         pipe = rt.pipeline
         for _, ticks in daily_ticks(history, config.settings.session_timezone):
@@ -93,14 +98,14 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(
             None, lambda: list(read_topic(rt.bootstrap, T.EVENTS, **rt.client_kwargs)))
-        if service is not None:
-            # The notify agent may still be reading events; wait until it has seen them all.
-            while pipe.counters["events"] > rt.notified:
+        if notifier is not None:
+            # The notify role may still be reading events; wait until it has seen them all.
+            while len(records) > notifier.handled:
                 await asyncio.sleep(0.02)
-            await service.drain(timeout=600)
+            await notifier.drain(timeout=600)
     finally:
-        if service is not None:
-            await service.stop()
+        if notifier is not None:
+            await notifier.stop()
         await rt.stop()
     events = canonical_order([orjson.loads(v) for _, v, _, _ in records], config)
     return events, {"dates": dates, "ticks": ticks_sent, "seconds": time.monotonic() - t0,

@@ -1,0 +1,136 @@
+"""The ``engine`` role: route and evaluate (agents/pipeline.py) in the consumer group that owns the
+scenario state. It reads ``ticks`` and writes ``events``, ``scenario-status``, ``ticks.dlq`` and
+the ``scenario-state`` changelog; nothing else talks to it.
+
+``ratiowatch engine`` runs it alone; ``ratiowatch run``, ``replay``, the chaos run, the bench and
+the tests build the same :class:`EngineRole`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ratiowatch.agents.pipeline import Pipeline
+from ratiowatch.config import Config
+from ratiowatch.ops.faust_sensors import install_faust_monitor
+from ratiowatch.ops.health import Health
+from ratiowatch.ops.metrics import Metrics
+from ratiowatch.streams import topics as T
+from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exist
+from ratiowatch.streams.broker import EmbeddedBroker
+from ratiowatch.streams.clients import kafka_python_kwargs_for
+from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
+
+__all__ = ["EngineRole"]
+
+log = logging.getLogger(__name__)
+
+SYNC_S = 0.5
+
+
+class EngineRole:
+    """One engine worker. ``broker_url`` None starts an embedded broker in this process (tests,
+    replay); ``metrics`` and ``health`` are the process's (see ratiowatch/ops/)."""
+
+    def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
+                 app_id: str = T.APP_ID, datadir: str | None = None, app_settings: dict[str, Any] | None = None,
+                 seed: dict[str, Any] | None = None, metrics: Metrics | None = None,
+                 health: Health | None = None) -> None:
+        self.config = config
+        self.partitions = partitions or config.settings.partitions
+        self.embedded: EmbeddedBroker | None = None
+        if broker_url is None:
+            self.embedded = EmbeddedBroker()
+            broker_url = self.embedded.url
+        self.broker_url = broker_url
+        self.bootstrap = broker_url.removeprefix("kafka://")
+        self.app_id = app_id
+        extra = dict(app_settings or {})
+        self.security = None
+        if self.embedded is not None:
+            ensure_topics(self.embedded, self.partitions, app_id)
+            self.client_kwargs: dict[str, Any] = kafka_python_kwargs_for()
+        else:
+            # A real cluster may need TLS/SASL: from env only, never from the scenario file.
+            self.security = load_kafka_security()
+            self.client_kwargs = kafka_python_kwargs_for(self.security)
+            ensure_topics_exist(self.bootstrap, self.partitions, app_id, **self.client_kwargs)
+            extra = {**faust_app_kwargs(self.security), **extra}
+        self.app = create_app(broker_url, partitions=self.partitions, app_id=app_id, datadir=datadir, **extra)
+        self.pipeline = Pipeline(self.app, config, shards=self.partitions, bootstrap=self.bootstrap,
+                                 security=self.security, seed=seed)
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.health = health if health is not None else Health()
+        self.metrics.add_role("engine")
+        monitor = install_faust_monitor(self.app, self.metrics)
+        self.metrics.add_lag_source(app_id, monitor.consumer_lag)
+        self.sync_metrics = _CounterSync(self.pipeline, self.metrics)
+        self.app.timer(SYNC_S, name="ratiowatch.metrics")(self._sync)
+        self.pipeline.evaluator.on_latency = self.metrics.tick_to_event.observe
+        self.health.add_ready_check("engine", lambda: monitor.readiness() or self._partitions_check())
+
+    def _partitions_check(self) -> str | None:
+        consumer = self.app.consumer
+        if not any(tp.topic == T.SHARD_TICKS for tp in consumer.assignment()):
+            return "no shard partitions assigned to this engine"
+        if not self.app.tables.recovery.completed.is_set():
+            return "state recovery in progress"
+        return None
+
+    async def start(self) -> None:
+        await self.app.start()
+        # faust starts agents before partitions are assigned; wait until this worker owns its shards.
+        await self.wait_assigned()
+
+    async def wait_assigned(self, timeout: float = 60.0) -> None:
+        """Until this worker owns shard partitions and has recovered their state."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            consumer = self.app.consumer
+            if consumer is not None and consumer.assignment() and not self.app.rebalancing \
+                    and self.app.tables.recovery.completed.is_set():
+                return
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the engine got no partitions within {timeout:g}s: is {self.bootstrap} reachable?")
+
+    async def _sync(self) -> None:
+        self.sync_metrics()
+
+    async def stop(self) -> None:
+        try:
+            await self.app.stop()
+        finally:
+            self.sync_metrics()
+            self.metrics.remove_lag_source(self.app_id)
+            if self.embedded is not None:
+                self.embedded.stop()
+                self.embedded = None
+
+
+class _CounterSync:
+    """Copies the pipeline's counters into the Prometheus metrics (every SYNC_S, and at stop). The
+    hot path keeps plain integer counters: a prometheus_client increment per tick would cost more
+    than routing it."""
+
+    def __init__(self, pipeline: Pipeline, metrics: Metrics) -> None:
+        self.c = pipeline.counters
+        self.m = metrics
+        self.seen: dict[str, int] = {}
+
+    def __call__(self) -> None:
+        for name, value in list(self.c.items()):
+            delta = value - self.seen.get(name, 0)
+            if delta <= 0:
+                continue
+            self.seen[name] = value
+            if name == "ticks_in":
+                self.m.ticks_in.inc(delta)
+            elif name == "shard_ticks_applied":
+                self.m.ticks_applied.inc(delta)
+            elif name.startswith("dlq."):
+                self.m.dead_lettered.labels(reason=name[4:]).inc(delta)
+            elif name.startswith("events."):
+                self.m.events.labels(kind=name[7:]).inc(delta)

@@ -1,0 +1,109 @@
+"""The ``notify`` role: consumes ``events`` in its own consumer group and fans each trigger event
+out to its channels (notifiers/: routing, grouping, dedup, retries, dead letters, deliveries).
+
+It has its own faust app (app id ``ratiowatch-notify``, so its own group and committed offsets),
+and can be scaled: the group splits the ``events`` partitions between processes. It shares
+nothing with the engine but the topics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ratiowatch.agents.notify import install_notifier
+from ratiowatch.config import Config
+from ratiowatch.notifiers.chart import history_from_folder
+from ratiowatch.notifiers.retry import RetryPolicy
+from ratiowatch.notifiers.service import NotificationService
+from ratiowatch.ops.faust_sensors import install_faust_monitor
+from ratiowatch.ops.health import Health
+from ratiowatch.ops.metrics import Metrics
+from ratiowatch.streams import topics as T
+from ratiowatch.streams.app import create_app
+from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
+
+__all__ = ["NotifyRole", "NOTIFY_APP_ID"]
+
+NOTIFY_APP_ID = "ratiowatch-notify"
+
+
+class NotifyRole:
+    """``bootstrap``: the cluster; ``history_dir``: closes for the alert charts (without it, a
+    chart is drawn from nothing and the message goes without one); ``datadir``: where the dedup
+    record and the inbox live (a temporary folder with ``ephemeral``: an embedded broker's
+    events die with the process, and so must the record of what was sent for them)."""
+
+    def __init__(self, config: Config, *, bootstrap: str, partitions: int | None = None,
+                 history_dir: str | None = None, datadir: str | None = None, ephemeral: bool = False,
+                 app_id: str = NOTIFY_APP_ID, metrics: Metrics | None = None, health: Health | None = None,
+                 app_settings: dict[str, Any] | None = None, retry: RetryPolicy | None = None) -> None:
+        self.config = config
+        self.partitions = partitions or config.settings.partitions
+        extra: dict[str, Any] = {}
+        if not ephemeral:
+            extra = faust_app_kwargs(load_kafka_security())
+        self.app = create_app(f"kafka://{bootstrap}", partitions=self.partitions, app_id=app_id,
+                              datadir=datadir, **extra, **(app_settings or {}))
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.health = health if health is not None else Health()
+        self.metrics.add_role("notify")
+        self.app_id = app_id
+        # Its own prefix: with `ratiowatch run` the engine's faust app shares this registry.
+        monitor = install_faust_monitor(self.app, self.metrics, prefix="faust_notify")
+        self.metrics.add_lag_source(app_id, monitor.consumer_lag)
+        self.health.add_ready_check("notify", monitor.readiness)
+        self.handled = 0  # events handed to the service
+
+        topics = {name: self.app.topic(name, key_serializer="raw", value_serializer="raw")
+                  for name in (T.DELIVERIES, T.NOTIFICATIONS_DLQ)}
+
+        async def publish(topic: str, key: bytes | None, value: bytes) -> None:
+            await topics[topic].send(key=key, value=value)
+            if topic == T.DELIVERIES:  # every attempt and its outcome passes here (notifiers/records.py)
+                rec = orjson.loads(value)
+                self.metrics.notifications.labels(channel=rec["channel"], outcome=rec["outcome"]).inc()
+
+        tz = config.settings.session_timezone
+        history_for = history_from_folder(history_dir, tz, config.settings.signed_symbols) if history_dir else None
+        folder = self._folder(bootstrap, ephemeral)
+        self.service = NotificationService(config, publish, history_for=history_for,
+                                           store_path=str(folder / "notifications.sqlite"), retry=retry)
+        events = self.app.topic(T.EVENTS, key_serializer="raw", value_serializer="raw", partitions=self.partitions)
+
+        async def handle(event: dict[str, Any]) -> None:
+            await self.service.handle(event)
+            self.handled += 1
+
+        install_notifier(self.app, events, handle, pending=lambda: self.service.pending,
+                         inbox_path=folder / "inbox.sqlite")
+
+    def _folder(self, bootstrap: str, ephemeral: bool) -> Path:
+        """The dedup record and the inbox must live exactly as long as the events they account
+        for: a folder per cluster (a restarted `ratiowatch broker` is a new cluster on a new port,
+        with new events), and a temporary one for a broker inside this process."""
+        if ephemeral:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ratiowatch-notify-")
+            return Path(self._tmp.name)
+        cluster = hashlib.sha256(bootstrap.encode()).hexdigest()[:12]
+        folder = Path(self.app.conf.datadir) / f"notifications-{cluster}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    async def start(self) -> None:
+        await self.service.start()
+        await self.app.start()
+
+    async def drain(self, timeout: float) -> None:
+        await self.service.drain(timeout=timeout)
+
+    async def stop(self) -> None:
+        try:
+            await self.app.stop()
+        finally:
+            await self.service.stop()
+            self.metrics.remove_lag_source(self.app_id)
