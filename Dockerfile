@@ -1,6 +1,7 @@
-# The ratiowatch image: one image for every role in docker-compose.yml (worker, source, status,
-# topics). Alone, `docker run --rm ratiowatch` is the self-contained demo: an embedded broker and
-# the simulated market in one process.
+# The ratiowatch image: one image for every ratiowatch service in docker-compose.yml (the roles
+# engine, notify, web and source, and the one-shot topics job), each a different command. Alone,
+# `docker run --rm ratiowatch` is the self-contained demo: an embedded broker, every role and the
+# simulated market in one process (`ratiowatch run`).
 #
 # The base is pinned to a patch release so that a rebuild months later runs the same Python.
 FROM python:3.11.13-slim-bookworm
@@ -32,7 +33,8 @@ ENV RATIOWATCH_DATADIR=/var/lib/ratiowatch \
 USER ratiowatch
 WORKDIR /home/ratiowatch
 
-# The status page (`ratiowatch run --serve 0.0.0.0:8765`).
-EXPOSE 8765
+# The roles' --http ports (/metrics, /healthz, /readyz; the web role's page, /status and /ws):
+# web 8765, engine 9470, notify 9471, source 9473. Health probes use Python (no curl in the image).
+EXPOSE 8765 9470 9471 9473
 ENTRYPOINT ["ratiowatch"]
 CMD ["run"]

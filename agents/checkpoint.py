@@ -2,9 +2,10 @@
 
 The order of one checkpoint (what makes a restart safe):
  1. faust chooses the offsets to commit: everything the route and evaluate stages have handled;
- 2. :meth:`Checkpoint.write` writes each owned shard's changed scenario states and the shard's own
-    state (applied source offsets, waiting ticks, partition progress) to the ``scenario-state``
-    changelog, once per scenario however many ticks touched it;
+ 2. :meth:`Checkpoint.write` waits for the producer to have every record sent so far (shard
+    records, events) acknowledged, then writes each owned shard's changed scenario states and
+    the shard's own state (applied source offsets, waiting ticks, partition progress) to the
+    ``scenario-state`` changelog, once per scenario however many ticks touched it;
  3. faust flushes the producer: the shard records, events and state writes of 1-2 are on the
     broker (a write the producer gives up on stops the worker first, see agents/pipeline.py);
  4. faust commits the offsets chosen in 1.
@@ -52,10 +53,11 @@ Put = Callable[[int, bytes, bytes], Awaitable[int]]
 class Checkpoint:
     """Loads shard state from the table and writes it back, in the order above."""
 
-    def __init__(self, table: Any, put: Put, *, counters: Counter[str],
+    def __init__(self, table: Any, put: Put, flush: Callable[[], Awaitable[None]], *, counters: Counter[str],
                  seed: dict[str, ScenarioState] | None = None) -> None:
         self.table = table
         self.put = put
+        self.flush = flush
         self.counters = counters
         self.seed = seed or {}  # warm-start states, for scenarios the table has no state for
         self._committed_at = time.monotonic()
@@ -129,6 +131,12 @@ class Checkpoint:
         stale = [k for k, at in sh.last_written.items() if sh.written - at > REWRITE_AFTER_BYTES]
         if not (sh.dirty or sh.meta_dirty or stale):
             return False
+        # The events of the ticks this state counts as applied must be on the broker before the
+        # state is: a state written ahead of a lost event would skip its ticks after a restart,
+        # and the event would never be sent. A lost write stops the worker in this flush, before
+        # any state that covers it (_StopOnLostWrite, agents/pipeline.py). The lock the caller
+        # holds keeps new events of this shard from slipping in between.
+        await self.flush()
         dirty, sh.dirty = sh.dirty, set()
         for sid in dirty:
             st = sh.states[sid]

@@ -8,9 +8,11 @@ Semantics (see README, "Scenario semantics"):
 - Ticks sharing a timestamp are applied together, then the scenario is evaluated once.
 - A series advances only when one of its own legs ticked in the group; its value becomes the
   latest of the current session (session = local date of the event time).
-- The metric compares the current value with the close ``lookback`` sessions before.
+- The metric is made from the current value and the closes before it by the rule's transform
+  (``agents.metric``: value, lookback, ma, high, low, streak).
 - Rules step through :mod:`agents.rules` (hysteresis). Confirmations are updated before the
-  trigger is judged, so a trigger event reports them as of the same moment.
+  trigger is judged, so a trigger event reports them as of the same moment. A trigger with
+  ``require: k`` fires only when at least k of them are met; until then it stays armed.
 - A tick older than the scenario's last evaluation (but within the allowed lateness, checked by
   the caller) corrects its leg if it is the leg's newest price, and the scenario is re-evaluated
   at its last evaluation time: a late leg can correct a value, it cannot rewrite the past.
@@ -24,108 +26,22 @@ from ratiowatch.config import Rule, Scenario, SeriesSpec, Settings
 
 from . import rules as R
 from .events import build_event
-from .sessions import SessionCloses, iso_utc, session_of
+from .metric import change, round12, rule_metric
+from .sessions import SessionCloses, session_of
+from .state import SPLIT_VERSION, STATE_VERSION, ScenarioState  # noqa: F401  (re-exported)
+from .status import scenario_status
 
 __all__ = ["ScenarioState", "ScenarioEngine", "ShardEngine", "SessionClock", "TickRow"]
-
-STATE_VERSION = 1
-SPLIT_VERSION = 2
 
 # A tick as the engine reads it: (symbol, price, ts_ms) by position, so a Tick, a plain tuple and
 # the list decoded from a shard record all work without building an object per tick.
 TickRow = Sequence[Any]
 
 
-class ScenarioState:
-    """Everything one scenario needs to resume: kept in the faust table, keyed by scenario id."""
-
-    __slots__ = ("legs", "series", "armed", "metrics", "evaluated_ts", "offset", "last_event", "history_changed")
-
-    def __init__(self) -> None:
-        self.legs: dict[str, tuple[int, float]] = {}     # symbol -> (ts_ms, price) of its newest tick
-        self.series: dict[str, SessionCloses] = {}       # series name -> closes
-        self.armed: dict[str, bool | None] = {}          # rule name -> armed flag (None: never evaluated)
-        self.metrics: dict[str, float | None] = {}       # rule name -> latest metric
-        self.evaluated_ts: int = -1                      # event time of the last evaluation
-        self.offset: int = -1                            # last applied offset of the shard topic
-        self.last_event: dict[str, Any] | None = None    # the trigger's latest event (for status)
-        self.history_changed = True                      # past closes or last event differ from the stored copy
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "v": STATE_VERSION,
-            "legs": {k: [t, p] for k, (t, p) in self.legs.items()},
-            "series": {k: [c.sessions, c.values] for k, c in self.series.items()},
-            "armed": self.armed,
-            "metrics": self.metrics,
-            "evaluated_ts": self.evaluated_ts,
-            "offset": self.offset,
-            "last_event": self.last_event,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], keep: int) -> "ScenarioState":
-        if d.get("v") != STATE_VERSION:
-            raise ValueError(f"scenario state version {d.get('v')!r} is not {STATE_VERSION}")
-        s = cls()
-        s.legs = {k: (int(t), float(p)) for k, (t, p) in d["legs"].items()}
-        s.series = {k: SessionCloses(keep, list(ss), list(vv)) for k, (ss, vv) in d["series"].items()}
-        s.armed = dict(d["armed"])
-        s.metrics = dict(d["metrics"])
-        s.evaluated_ts = int(d["evaluated_ts"])
-        s.offset = int(d["offset"])
-        s.last_event = d.get("last_event")
-        return s
-
-    # A stored state is split in two: the live part changes with every tick and stays small; the
-    # history (past sessions' closes, the last event) changes only when a session rolls, a late
-    # tick corrects a past close or an event fires, and is most of the bytes. Writing the history
-    # only then keeps a state write small (the shipped IWM/SPY scenario: ~1 KB instead of ~40 KB).
-
-    def live_dict(self) -> dict[str, Any]:
-        return {
-            "v": SPLIT_VERSION,
-            "legs": self.legs,  # orjson writes the (ts, price) tuples as arrays
-            "current": {k: [c.sessions[-1], c.values[-1]] for k, c in self.series.items() if c.sessions},
-            "armed": self.armed,
-            "metrics": self.metrics,
-            "evaluated_ts": self.evaluated_ts,
-            "offset": self.offset,
-        }
-
-    def history_dict(self) -> dict[str, Any]:
-        return {"v": SPLIT_VERSION, "series": {k: [c.sessions[:-1], c.values[:-1]] for k, c in self.series.items()},
-                "last_event": self.last_event}
-
-    @classmethod
-    def from_parts(cls, live: dict[str, Any], history: dict[str, Any] | None, keep: int) -> "ScenarioState":
-        """The state from its two stored parts (``history`` None: not written yet)."""
-        for d in (live, history or {"v": SPLIT_VERSION}):
-            if d.get("v") != SPLIT_VERSION:
-                raise ValueError(f"scenario state version {d.get('v')!r} is not {SPLIT_VERSION}")
-        s = cls()
-        s.legs = {k: (int(t), float(p)) for k, (t, p) in live["legs"].items()}
-        past = history["series"] if history else {}
-        for k in set(past) | set(live["current"]):
-            ss, vv = past.get(k, ([], []))
-            c = s.series[k] = SessionCloses(keep, list(ss), list(vv))
-            if k in live["current"]:
-                # update() also mends a pair written at different moments (a worker killed
-                # between the two writes): the live value wins for its session.
-                session, value = live["current"][k]
-                c.update(int(session), float(value))
-        s.armed = dict(live["armed"])
-        s.metrics = dict(live["metrics"])
-        s.evaluated_ts = int(live["evaluated_ts"])
-        s.offset = int(live["offset"])
-        s.last_event = history.get("last_event") if history else None
-        s.history_changed = history is None
-        return s
-
-
 def _value(ser: "_Series", legs: dict[str, tuple[int, float]]) -> float | None:
-    """SeriesSpec.value on the legs' latest prices; None while a leg has no price yet, or for a
-    ratio over a zero leg (undefined: the series does not advance)."""
+    """The series value (``agents.metric.series_value``, written out: this runs for every series a
+    tick touches) on the legs' latest prices; None while a leg has no price yet, or for a ratio over
+    a zero leg (undefined: the series does not advance)."""
     leg_a = legs.get(ser.a)
     if leg_a is None:
         return None
@@ -141,18 +57,25 @@ def _value(ser: "_Series", legs: dict[str, tuple[int, float]]) -> float | None:
 
 class _Series:
     """One distinct series of a scenario, prepared for the hot loop: its name (a property on
-    SeriesSpec, formatted on every call), its legs and the rules judged on it, in order."""
+    SeriesSpec, formatted on every call), its legs, how many closes it keeps and the rules judged
+    on it, in order, as ``(rule, lookback, other, deferred)``: ``lookback`` None and ``other``
+    False is a value rule, an int a lookback rule (both written out in the hot loop); ``other``
+    True goes through ``agents.metric.rule_metric``."""
 
-    __slots__ = ("name", "spec", "a", "b", "ratio", "diff", "rules")
+    __slots__ = ("name", "spec", "kind", "a", "b", "ratio", "diff", "rules", "keep", "streak")
 
-    def __init__(self, spec: SeriesSpec, rules: list[Rule]) -> None:
+    def __init__(self, spec: SeriesSpec, rules: list[Rule], keep: int, deferred: Rule | None) -> None:
         self.name = spec.name
         self.spec = spec
+        self.kind = spec.kind
         self.a = spec.legs[0]
         self.b = spec.legs[1] if len(spec.legs) > 1 else None
         self.ratio = spec.kind == "ratio"
-        self.diff = spec.kind == "spread"   # a spread's lookback change is a difference
-        self.rules = tuple(rules)
+        self.diff = spec.kind == "spread"   # a spread's change is a difference
+        self.rules = tuple((r, r.sessions if r.transform == "lookback" else None,
+                            r.transform not in ("value", "lookback"), r is deferred) for r in rules)
+        self.keep = keep
+        self.streak = any(r.transform == "streak" for r in rules)
 
 
 class SessionClock:
@@ -188,53 +111,82 @@ class ScenarioEngine:
         self.tz = settings.session_timezone
         self._session = (clock or SessionClock(self.tz)).session
         self.keep = scenario.max_lookback + 1
-        # Distinct series, each computed once even when several rules use it.
-        self._series: dict[str, SeriesSpec] = {}
+        # Only the closes each series' rules need (and the windows, on the trigger's series).
+        trig = scenario.trigger
+        self.keep_by_series: dict[str, int] = {}
         for r in scenario.rules:
-            self._series.setdefault(r.series.name, r.series)
-        self._rules_by_series: dict[str, list[Rule]] = {}
-        for r in scenario.confirmations + (scenario.trigger,):  # confirmations first: see module doc
-            self._rules_by_series.setdefault(r.series.name, []).append(r)
+            need = r.earlier_closes + 1
+            if r is trig:
+                need = max([need] + [w + 1 for w in scenario.windows])
+            self.keep_by_series[r.series.name] = max(self.keep_by_series.get(r.series.name, 1), need)
+        # With ``require`` the trigger reads the confirmations: it is judged after every series of
+        # the evaluation has been updated (see apply).
+        self.require = scenario.require
+        deferred = trig if scenario.require is not None else None
+        series: dict[str, SeriesSpec] = {}
+        for r in scenario.rules:
+            series.setdefault(r.series.name, r.series)
+        rules_by_series: dict[str, list[Rule]] = {}
+        for r in scenario.confirmations + (trig,):  # confirmations first: see module doc
+            rules_by_series.setdefault(r.series.name, []).append(r)
         self._series_by_symbol: dict[str, list[_Series]] = {}
-        for name, spec in self._series.items():
-            prepared = _Series(spec, self._rules_by_series.get(name, []))
+        for name, spec in series.items():
+            prepared = _Series(spec, rules_by_series.get(name, []), self.keep_by_series[name], deferred)
             for leg in spec.legs:
                 self._series_by_symbol.setdefault(leg, []).append(prepared)
+        # The trigger's track record over the history (``ratiowatch.track_record``), shown on the
+        # status card; set by whoever computed it, None without history.
+        self.track_record: dict[str, Any] | None = None
 
     def new_state(self) -> ScenarioState:
         return ScenarioState()
 
     def metric(self, state: ScenarioState, rule: Rule) -> float | None:
+        """The rule's metric on the state's closes now (None while undefined)."""
         closes = state.series.get(rule.series.name)
         if closes is None or closes.current is None:
             return None
-        if rule.lookback is None:
+        spread = rule.series.kind == "spread"
+        if rule.transform == "value":
             return closes.current
-        past = closes.past(rule.lookback)
-        return None if past is None else rule.series.change(closes.current, past)
+        if rule.transform == "lookback":
+            past = closes.past(rule.sessions)
+            return None if past is None else change(spread, closes.current, past)
+        if rule.transform == "streak" and closes.streaks is None:
+            return None
+        # A copy of the streaks: reading a metric must not write the state.
+        streaks = None if closes.streaks is None else list(closes.streaks)
+        return rule_metric(rule.transform, rule.sessions, spread, closes.values, {}, streaks)
 
     def windows(self, state: ScenarioState) -> dict[int, float | None]:
         closes = state.series.get(self.scenario.trigger.series.name)
+        spread = self.scenario.trigger.series.kind == "spread"
         out: dict[int, float | None] = {}
         for w in self.scenario.windows:
             past = closes.past(w) if closes else None
-            out[w] = None if past is None else self.scenario.trigger.series.change(closes.current, past)
+            out[w] = None if past is None else change(spread, closes.current, past)
         return out
+
+    def met_count(self, state: ScenarioState) -> int:
+        """Confirmations met now; one whose metric is not yet defined counts as not met."""
+        metrics = state.metrics
+        return sum(1 for c in self.scenario.confirmations if R.is_met(c, metrics.get(c.name)))
 
     def confirmations(self, state: ScenarioState) -> list[dict[str, Any]]:
         out = []
         for c in self.scenario.confirmations:
             m = state.metrics.get(c.name)
             out.append({"label": c.name, "series": c.series.name, "met": R.is_met(c, m),
-                        "value": None if m is None else float(f"{m:.12g}"), "threshold": c.threshold,
-                        "direction": c.direction, "lookback": c.lookback})
+                        "value": round12(m), "threshold": c.threshold,
+                        "direction": c.direction, "lookback": c.lookback,
+                        "transform": c.transform, "transform_sessions": c.sessions})
         return out
 
     def apply(self, state: ScenarioState, ts_ms: int, ticks: Iterable[TickRow]) -> list[dict[str, Any]]:
         """Apply ticks that share event time ``ts_ms`` (only this scenario's symbols matter), evaluate,
         and return the events it produced, in order."""
         # This is the innermost loop of the worker (once per scenario per timestamp group), so the
-        # steps of SeriesSpec.value/change and metric() are written out here with the same float
+        # value and lookback rules of agents.metric are written out here with the same float
         # operations; the semantics tests hold it to the reference computation.
         legs = state.legs
         by_symbol = self._series_by_symbol
@@ -268,28 +220,39 @@ class ScenarioEngine:
         session = self._session(at)
         series, metrics, armed = state.series, state.metrics, state.armed
         fired: list[tuple[Rule, str, float]] | None = None
+        advanced = False
         # One pass per series: its value, its closes, then its rules. A rule reads only its own
         # series (and the events, built after the pass, read the metrics of all), so this is the
-        # same as updating every series first.
+        # same as updating every series first. A trigger with ``require`` is the exception: it is
+        # judged after the pass.
         for ser in touched:
             closes = series.get(ser.name)
             value = _value(ser, legs)
             if value is not None:
+                advanced = True
                 if closes is None:
-                    closes = series[ser.name] = SessionCloses(self.keep)
+                    closes = series[ser.name] = SessionCloses(ser.keep, streaks=[] if ser.streak else None)
                 sessions = closes.sessions
                 if sessions and sessions[-1] == session:
                     closes.values[-1] = value  # SessionCloses.update's common case, without the call
                 else:
                     state.history_changed = True  # a session rolled or a past close is corrected
+                    closes.keep = ser.keep  # a state loaded with one keep for all is right-sized here
+                    if ser.streak and closes.streaks is None:
+                        closes.track_streaks()
                     closes.update(session, value)
             if closes is None or not closes.values:
                 continue
             values = closes.values
             current = values[-1]
-            for rule in ser.rules:
-                lookback = rule.lookback
-                if lookback is None:
+            for rule, lookback, other, deferred in ser.rules:
+                if other:
+                    if ser.streak and closes.streaks is None:
+                        closes.track_streaks()
+                    m = rule_metric(rule.transform, rule.sessions, ser.diff, values, closes.agg, closes.streaks)
+                    if m is None:
+                        continue
+                elif lookback is None:
                     m = current
                 elif len(values) <= lookback:
                     continue
@@ -302,12 +265,27 @@ class ScenarioEngine:
                     else:
                         continue  # a relative change from a value <= 0 is undefined
                 metrics[rule.name] = m
+                if deferred:
+                    continue
                 now_armed, transition = R.step(rule, armed.get(rule.name), m)
                 armed[rule.name] = now_armed
                 if transition is not None:
                     if fired is None:
                         fired = []
                     fired.append((rule, transition, m))
+        if self.require is not None and advanced:
+            # Judged at every evaluation in which a series of the scenario advanced: a trigger past
+            # its threshold waits, armed, for its confirmations.
+            m = metrics.get("trigger")
+            if m is not None:
+                trig = self.scenario.trigger
+                now_armed, transition = R.step(trig, armed.get("trigger"), m,
+                                               confirmed=self.met_count(state) >= self.require)
+                armed["trigger"] = now_armed
+                if transition is not None:
+                    if fired is None:
+                        fired = []
+                    fired.append((trig, transition, m))
         events: list[dict[str, Any]] = []
         if fired is None:
             return events
@@ -324,33 +302,7 @@ class ScenarioEngine:
 
     def status(self, state: ScenarioState, spark: int = 252) -> dict[str, Any]:
         """Where the scenario stands now: for the status page, the live stream and `status` commands."""
-        sc, trig = self.scenario, self.scenario.trigger
-        m = state.metrics.get("trigger")
-        closes = state.series.get(trig.series.name)
-        armed = state.armed.get("trigger")
-        distance = None if m is None else trig.threshold - m
-        progress = None
-        if m is not None and trig.lookback is not None and trig.threshold != 0:
-            progress = max(0.0, min(1.0, m / trig.threshold))
-        return {
-            "type": "status",
-            "scenario": sc.id,
-            "title": sc.title,
-            "description": sc.description,
-            "at": iso_utc(state.evaluated_ts) if state.evaluated_ts >= 0 else None,
-            "ts_ms": state.evaluated_ts if state.evaluated_ts >= 0 else None,
-            "trigger": {
-                "series": trig.series.name, "description": trig.describe(), "direction": trig.direction,
-                "threshold": trig.threshold, "rearm": trig.rearm, "lookback": trig.lookback,
-                "value": closes.current if closes else None, "metric": m,
-                "distance": distance, "progress": progress,
-                "armed": armed, "state": {None: "warming up", True: "armed", False: "fired"}[armed],
-            },
-            "windows": {str(w): v for w, v in self.windows(state).items()},
-            "confirmations": self.confirmations(state),
-            "last_event": state.last_event,
-            "sparkline": list(closes.values[-spark:]) if closes else [],
-        }
+        return scenario_status(self, state, spark)
 
 
 class ShardEngine:
@@ -365,6 +317,12 @@ class ShardEngine:
         for e in self.engines.values():
             for sym in sorted(e.scenario.symbols):
                 self.by_symbol.setdefault(sym, []).append(e)
+
+    def set_track_records(self, records: dict[str, dict[str, Any]] | None) -> None:
+        """Hand each scenario its track record (``ratiowatch.track_record.track_records``) for the
+        status card; None clears them."""
+        for sid, e in self.engines.items():
+            e.track_record = (records or {}).get(sid)
 
     def apply(self, states: dict[str, ScenarioState], ts_ms: int,
               ticks: Sequence[TickRow]) -> tuple[list[dict[str, Any]], AbstractSet[str]]:

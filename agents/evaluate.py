@@ -80,20 +80,23 @@ class Evaluator:
         self.now = now
         self.counters = counters
         self.on_applied = on_applied
+        self.track_records: dict[str, Any] | None = None  # scenario id -> its trigger's record (status)
         # wall seconds from a shard record's production (by the route stage) to an event it caused
         self.on_latency: Callable[[float], None] | None = None
         self.idle_ms = config.settings.grace_ms
         self.lateness_ms = int(config.settings.allowed_lateness_s * 1000)
 
     def new_shard(self, n: int) -> ShardState:
-        return ShardState(n, ShardEngine(self.scenarios[n], self.config.settings),
-                          EventTimeGate(self.sources, idle_ms=self.idle_ms, lateness_ms=self.lateness_ms))
+        engine = ShardEngine(self.scenarios[n], self.config.settings)
+        engine.set_track_records(self.track_records)
+        return ShardState(n, engine, EventTimeGate(self.sources, idle_ms=self.idle_ms, lateness_ms=self.lateness_ms))
 
     async def handle(self, sh: ShardState, records: list[Any]) -> None:
         """Steps 1-4 for the records one fetch brought to shard ``sh`` (its lock held)."""
         now = self.now()
         gate, applied = sh.gate, sh.applied
         copies = skipped = 0
+        changed = False  # anything the durable form keeps (heartbeats alone change nothing there)
         if not gate.pending and records:
             sh.waiting_since_ms = records[0].timestamp or 0
         for rec in records:
@@ -105,14 +108,15 @@ class Evaluator:
                         skipped += len(ticks)
                     else:
                         applied[key] = o
+                        changed = True
                         for t in gate.admit(ticks):
                             await self._late(sh, p, t)
-                gate.observe(p, progress, caught_up, now)
+                changed = gate.observe(p, progress, caught_up, now) or changed
         c = self.counters
         c["shard_copies_in"] += copies
         if skipped:
             c["duplicates_skipped"] += skipped
-        sh.meta_dirty = True
+        sh.meta_dirty = sh.meta_dirty or changed
         if len(gate.pending) > c["pending_max"]:
             c["pending_max"] = len(gate.pending)  # how far the partitions drift apart (bench, docs)
         await self.release(sh, now)

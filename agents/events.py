@@ -14,6 +14,7 @@ from typing import Any
 
 from ratiowatch.config import Config, Rule, Scenario
 
+from .metric import round12
 from .sessions import iso_utc
 
 __all__ = ["SCHEMA_VERSION", "event_id", "build_event", "load_schema", "canonical_order"]
@@ -26,10 +27,7 @@ def event_id(scenario_id: str, rule: str, kind: str, ts_ms: int) -> str:
     return hashlib.sha256(key).hexdigest()[:32]
 
 
-def _num(x: float | None) -> float | None:
-    # 12 significant digits: well inside float precision, and a replay, a backtest and a
-    # restarted worker that reach the same value by different float paths print the same.
-    return None if x is None else float(f"{x:.12g}")
+_num = round12
 
 
 def build_event(scenario: Scenario, rule: Rule, kind: str, ts_ms: int, metric: float, series_value: float,
@@ -60,6 +58,11 @@ def build_event(scenario: Scenario, rule: Rule, kind: str, ts_ms: int, metric: f
         "description": rule.describe(),
         "windows": {str(w): _num(v) for w, v in windows.items()},
         "confirmations": confirmations if confirmations is not None else [],
+        # Added within v1 (consumers ignore unknown fields): how the metric is made from the
+        # series, and for a trigger how many confirmations it needs (null: none).
+        "transform": rule.transform,
+        "transform_sessions": rule.sessions,
+        "require": scenario.require if rule is scenario.trigger else None,
     }
 
 

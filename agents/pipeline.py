@@ -136,13 +136,14 @@ class Pipeline:
                                help="scenario id -> state; ~shard/N -> the shard's offsets and waiting ticks")
 
         self.router = Router(self.map, signed=config.settings.signed_symbols,
+                             lateness_ms=int(config.settings.allowed_lateness_s * 1000),
                              send_shard=lambda n, v: self._send(T.SHARD_TICKS, b"%d" % n, v, n),
                              dead_letter=self._dead_letter, positions=self._ticks_positions,
                              now=time.monotonic, counters=self.counters)
         self.evaluator = Evaluator(config, self.map.scenarios, sources=shards, emit=self._emit,
                                    dead_letter=lambda rej, partition: self._dead_letter(rej, partition, None),
                                    now=time.monotonic, counters=self.counters, on_applied=self._on_applied)
-        self.checkpoint = Checkpoint(self.table, self._put, counters=self.counters, seed=seed)
+        self.checkpoint = Checkpoint(self.table, self._put, self._flush, counters=self.counters, seed=seed)
 
         app.consume_batches(self.ticks_topic, self.router.handle)
         app.consume_batches(self.shard_topic, self._evaluate)
@@ -190,6 +191,9 @@ class Pipeline:
         self.table.data[key] = memoryview(raw).tobytes()
         await self._send(self.table.changelog_topic.get_topic_name(), key, raw, partition)
         return len(raw) + len(key)
+
+    async def _flush(self) -> None:
+        await self.app.producer.flush()
 
     def _ticks_positions(self) -> dict[int, tuple[int | None, int | None]]:
         consumer = self.app.consumer

@@ -11,12 +11,13 @@ PROGRESS_EVERY_S), and after each fetch round every shard hears which partitions
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
 from ratiowatch.streams.ticks import Rejected, parse_records
 
+from .sessions import iso_utc
 from .shards import Segment, ShardMap, encode_shard_segments
 
 __all__ = ["Router"]
@@ -44,10 +45,11 @@ class Router:
     a rejected tick; ``positions()`` gives, for the ``ticks`` partitions this worker owns,
     (next offset, high watermark) as the consumer knows them; ``now`` is a monotonic clock."""
 
-    def __init__(self, shard_map: ShardMap, *, signed: frozenset[str], send_shard: SendShard,
+    def __init__(self, shard_map: ShardMap, *, signed: frozenset[str], lateness_ms: int, send_shard: SendShard,
                  dead_letter: DeadLetter, positions: Callable[[], dict[int, tuple[int | None, int | None]]],
                  now: Callable[[], float], counters: Counter[str]) -> None:
         self.map = shard_map
+        self.lateness_ms = lateness_ms
         self.known = shard_map.symbols
         self.signed = signed
         self.send_shard = send_shard
@@ -58,6 +60,12 @@ class Router:
         self.progress: dict[int, int] = {}                        # partition -> newest valid event time
         self._told: dict[tuple[int, int], tuple[int, bool, float]] = {}  # (shard, partition) -> last word
         self._claims: dict[int, bool] = {}                        # partition -> caught up, last heartbeat
+        # A shard skips the segments it has applied by their last source offset, so a segment must
+        # never straddle an offset a shard stopped at. Those are segment ends of this partition's
+        # previous router (before a restart or a rebalance), somewhere below the end offset this
+        # router found on taking the partition over: up to there, each record is its own segment.
+        self._exact_until: dict[int, int] = {}                    # partition -> first offset chunked freely
+        self._routed: dict[int, int] = {}                         # partition -> last offset routed
         self._heartbeat_at = float("-inf")
 
     def forget(self, partitions: set[int]) -> None:
@@ -65,6 +73,8 @@ class Router:
         for p in partitions:
             self.progress.pop(p, None)
             self._claims.pop(p, None)
+            self._exact_until.pop(p, None)
+            self._routed.pop(p, None)
         self._told = {k: v for k, v in self._told.items() if k[1] not in partitions}
 
     async def handle(self, batches: list[tuple[int, list[Any], int | None]]) -> None:
@@ -76,16 +86,32 @@ class Router:
             rows, bad, ends = parse_records([r.value for r in records], self.known, self.signed)
             for i, rej in bad:
                 await self.dead_letter(rej, partition, records[i].offset)
+            routed = self._routed.get(partition)
+            if routed is not None and records[0].offset <= routed:
+                # Read again from an earlier offset (faust seeks back to the committed offsets
+                # after a rebalance that kept the partition here): what follows was routed before,
+                # so it is not "behind" anything, and the shards must be able to skip it exactly.
+                self.progress.pop(partition, None)
+                self._exact_until[partition] = max(self._exact_until.get(partition, 0), routed + 1)
+            self._routed[partition] = records[-1].offset
             progress = self.progress.get(partition, -1)
+            late = self._late_in_partition(rows, progress)
+            if late:
+                rows, ends = await self._drop_late(partition, records, rows, ends, late)
+            if partition not in self._exact_until:  # a new incarnation of this partition's router
+                self._exact_until[partition] = highwater if highwater is not None else records[-1].offset + 1
+            exact = records[0].offset < self._exact_until[partition]
             first = 0  # chunks of about ROUTE_CHUNK_TICKS ticks, cut at a record boundary
             while first < len(records):
                 start = ends[first - 1] if first else 0
-                last = min(bisect_left(ends, start + ROUTE_CHUNK_TICKS, first), len(records) - 1)
+                if exact and records[first].offset < self._exact_until[partition]:
+                    last = first  # one record a chunk: see _exact_until
+                else:
+                    last = min(bisect_left(ends, start + ROUTE_CHUNK_TICKS, first), len(records) - 1)
                 chunk = rows[start:ends[last]] if first or last < len(records) - 1 else rows
-                if chunk:
-                    newest = max(t[2] for t in chunk)
-                    if newest > progress:
-                        progress = newest
+                for t in chunk:
+                    if t[2] > progress:
+                        progress = t[2]
                 # Caught up only with the partition's last record: a shard may then let the
                 # partition go idle; a chunk with more behind it must still hold the watermark.
                 caught_up = last == len(records) - 1 and highwater is not None and records[last].offset + 1 >= highwater
@@ -103,10 +129,42 @@ class Router:
             self._tell_others(out, partition, progress, caught_up, now)
             c = self.counters
             c["records_in"] += len(records)
-            c["ticks_in"] += len(rows) + len(bad)
+            c["ticks_in"] += len(rows) + len(bad) + len(late)
             c["ticks_routed"] += len(rows)
         for n, segments in out.items():
             await self._send(n, segments, size.get(n, 0))
+
+    def _late_in_partition(self, rows: list[Any], progress: int) -> list[int]:
+        """Indices of the ticks more than the allowed lateness behind a tick before them in their
+        own partition. Judged here, in partition order with every symbol, it does not depend on
+        how records are batched on their way to the shards; a shard judges what crosses
+        partitions (agents/watermark.py)."""
+        late, lateness = [], self.lateness_ms
+        for i, t in enumerate(rows):
+            ts = t[2]
+            if ts > progress:
+                progress = ts
+            elif ts < progress - lateness:
+                late.append(i)
+        return late
+
+    async def _drop_late(self, partition: int, records: list[Any], rows: list[Any], ends: list[int],
+                         late: list[int]) -> tuple[list[Any], list[int]]:
+        """Dead-letter the ``late`` rows; returns the rows and record ends without them."""
+        gone = set(late)
+        progress = self.progress.get(partition, -1)
+        for i, t in enumerate(rows):
+            if i in gone:
+                rec = records[bisect_right(ends, i)]
+                await self.dead_letter(Rejected(
+                    "late", f"partition {partition}: event time {iso_utc(t[2])} is more than {self.lateness_ms / 1000:g} s "
+                            f"behind {iso_utc(progress)}, a tick before it in the same partition",
+                    {"symbol": t[0], "price": t[1], "ts_ms": t[2]}), partition, rec.offset)
+            elif t[2] > progress:
+                progress = t[2]
+        kept = [t for i, t in enumerate(rows) if i not in gone]
+        new_ends = [e - sum(1 for i in late if i < e) for e in ends]
+        return kept, new_ends
 
     def _tell_others(self, out: dict[int, list[Segment]], partition: int, progress: int, caught_up: bool,
                      now: float) -> None:

@@ -16,23 +16,25 @@ FIRED = "fired"
 REARMED = "rearmed"
 
 
-def step(rule: Rule, armed: bool | None, metric: float) -> tuple[bool, str | None]:
+def step(rule: Rule, armed: bool | None, metric: float, confirmed: bool = True) -> tuple[bool, str | None]:
     """One evaluation: ``(new_armed, transition)``; transition is FIRED, REARMED or None.
 
-    ``armed`` None means the rule has not been evaluated yet.
+    ``armed`` None means the rule has not been evaluated yet. ``confirmed`` False (a trigger with
+    ``require`` short of confirmations) keeps an armed rule armed past its threshold, so it fires
+    at the first evaluation where both hold; re-arming depends on the metric alone.
     """
     if rule.direction == "up":
         if armed is None:
             return metric < rule.threshold, None
         if armed and metric >= rule.threshold:
-            return False, FIRED
+            return (False, FIRED) if confirmed else (True, None)
         if not armed and metric < rule.rearm:
             return True, REARMED
         return armed, None
     if armed is None:
         return metric > rule.threshold, None
     if armed and metric <= rule.threshold:
-        return False, FIRED
+        return (False, FIRED) if confirmed else (True, None)
     if not armed and metric > rule.rearm:
         return True, REARMED
     return armed, None

@@ -67,18 +67,21 @@ class EventTimeGate:
 
     # --- what arrives ---------------------------------------------------------------------------
 
-    def observe(self, partition: int, progress: int, caught_up: bool, now: float) -> None:
-        """A router's report on ``partition``: its progress and whether it is caught up."""
+    def observe(self, partition: int, progress: int, caught_up: bool, now: float) -> bool:
+        """A router's report on ``partition``: its progress and whether it is caught up. Returns
+        whether the progress moved (what the durable form keeps)."""
         src = self.sources.get(partition)
         if src is None:  # a partition beyond the expected count (the topic grew): it counts too
             src = self.sources[partition] = _Source()
-        if progress > src.progress:
+        moved = progress > src.progress
+        if moved:
             src.progress = progress
             src.quiet_since = now
         elif src.quiet_since < 0 or (caught_up and not src.caught_up):
             src.quiet_since = now  # idle time counts from when it was first known caught up
         src.caught_up = caught_up
         src.claimed_at = now
+        return moved
 
     def is_late(self, ts_ms: int) -> bool:
         """Whether a tick at ``ts_ms`` is past the allowed lateness (the boundary is kept: a tick

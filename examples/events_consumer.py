@@ -15,8 +15,11 @@ What every consumer of the events topic has to get right, in one small file:
 4. Commit offsets only after the records before them have been handled: a crash re-reads
    (and step 3 absorbs the repeat) instead of losing an event.
 
-Run it (ratiowatch must be installed: it provides the schema and the Kafka security settings,
-RATIOWATCH_KAFKA_* variables, see docs/deployment.md):
+Run it (ratiowatch must be installed: it provides the schema, and the consumer is built with
+ratiowatch's own client settings, ``ratiowatch.streams.clients.kafka_python_kwargs_for``: the
+cluster's TLS/SASL settings from the RATIOWATCH_KAFKA_* variables, see docs/deployment.md, and the
+protocol version pin. A service that cannot install ratiowatch maps the same variables onto
+kafka-python's ``security_protocol``, ``sasl_*`` and ``ssl_*`` options itself):
 
     python examples/events_consumer.py --bootstrap 127.0.0.1:19092 [--group G] [--max-messages N] [--timeout S]
 """
@@ -37,7 +40,7 @@ from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata
 
 from ratiowatch.agents.events import load_schema
-from ratiowatch.streams.kafka_settings import kafka_python_kwargs, load_kafka_security
+from ratiowatch.streams.clients import kafka_python_kwargs_for
 
 __all__ = ["main", "consume", "check_event", "SeenIds"]
 
@@ -99,7 +102,7 @@ def consume(bootstrap: str, *, group: str, topic: str = TOPIC, max_messages: int
         enable_auto_commit=False,        # step 4: we commit, after handling
         auto_offset_reset="earliest",    # a new group starts from the oldest retained event
         session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=max(100, session_timeout_ms // 3),
-        **kafka_python_kwargs(load_kafka_security()),
+        **kafka_python_kwargs_for(),      # TLS/SASL from RATIOWATCH_KAFKA_*, the version pin
     )
     assigned: set = set()
     deadline = None if timeout is None else time.monotonic() + timeout

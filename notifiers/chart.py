@@ -3,7 +3,7 @@ the re-arm level and the crossing marked.
 
 The data comes from an injected ``history_for(event) -> (dates, values) | None``: the trigger
 series' session closes, dates ascending, newest = the crossing session. The metric is computed
-here from those closes (:func:`metric_series`, pure), the same way the engine computes it.
+here from those closes (``agents.metric.metric_series``, pure), the same way the engine computes it.
 :func:`history_from_folder` builds such a provider from a folder of ``SYMBOL.csv`` files.
 """
 
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
+from ratiowatch.agents import metric as _metric
+from ratiowatch.agents.wording import metric_name
 from ratiowatch.charts import metric_chart_png
 from ratiowatch.config import parse_series
 
@@ -30,20 +32,26 @@ HistoryFor = Callable[[dict[str, Any]], "tuple[list[date], list[float]] | None"]
 _PLOT_LOCK = threading.Lock()
 
 
-def metric_series(values: Sequence[float], kind: str, lookback: int | None) -> list[float | None]:
-    """The rule's metric at every session: the value itself without lookback, otherwise the change
-    against ``lookback`` sessions before (a difference for spreads, relative otherwise); None where
-    there is no value that far back, or where a relative change would start from zero or below."""
-    if lookback is None:
-        return [float(v) for v in values]
-    out: list[float | None] = [None] * len(values)
-    for i in range(lookback, len(values)):
-        cur, past = values[i], values[i - lookback]
-        if kind == "spread":
-            out[i] = cur - past
-        elif past > 0:  # a relative change from zero or below (a signed level) means nothing
-            out[i] = cur / past - 1.0
-    return out
+def metric_series(values: Sequence[float], kind: str, lookback: int | None, transform: str | None = None,
+                  sessions: int | None = None) -> list[float | None]:
+    """The rule's metric at every session (``agents.metric.metric_series``); ``transform`` None
+    means today's two kinds: the value itself without lookback, else the change over it."""
+    if transform is None:
+        transform, sessions = ("value", None) if lookback is None else ("lookback", lookback)
+    return _metric.metric_series(values, kind, transform, sessions)
+
+
+def _event_transform(e: dict[str, Any]) -> tuple[str, int | None]:
+    t = e.get("transform")
+    if t:
+        return t, e.get("transform_sessions")
+    return ("value", None) if e.get("lookback") is None else ("lookback", e["lookback"])
+
+
+def _extra_sessions(e: dict[str, Any]) -> int:
+    """Closes before the first charted one, so it has its metric (a streak: enough for most runs)."""
+    t, n = _event_transform(e)
+    return 60 if t == "streak" else _metric.earlier_closes(t, n)
 
 
 def chart_png(notice: Notice, dates: Sequence[date], values: Sequence[float], *,
@@ -51,16 +59,16 @@ def chart_png(notice: Notice, dates: Sequence[date], values: Sequence[float], *,
     """PNG of the trigger metric over the last :data:`CHART_SESSIONS` sessions up to the crossing."""
     e, sc = notice.event, notice.scenario
     spec = parse_series(e["series"])
-    lookback = e.get("lookback")
-    metric = metric_series(values, spec.kind, lookback)
+    transform, n = _event_transform(e)
+    metric = _metric.metric_series(values, spec.kind, transform, n)
     d, m = list(dates[-CHART_SESSIONS:]), metric[-CHART_SESSIONS:]
     if sc is not None:
         threshold, rearm, direction = sc.trigger.threshold, sc.trigger.rearm, sc.trigger.direction
     else:  # from the DLQ, scenario since removed: the event knows the line it crossed
         threshold, rearm = e["threshold"], None
         direction = e["direction"] if e["kind"] == "fired" else ("down" if e["direction"] == "up" else "up")
-    percent = lookback is not None and spec.kind != "spread"
-    what = spec.name if lookback is None else f"{spec.name} change over {lookback} sessions"
+    percent = transform not in ("value", "streak") and spec.kind != "spread"
+    what = metric_name(spec.name, transform, n)
     with _PLOT_LOCK:
         return metric_chart_png(f"{e.get('title', notice.scenario_id)}: {what}", d, m, threshold=threshold,
                                 rearm=rearm, direction=direction, crossings=[(d[-1], e["kind"])] if d else [],
@@ -90,7 +98,7 @@ def history_from_folder(folder: str | Path, tz: str = "America/New_York", signed
         day = datetime.fromtimestamp(event["ts_ms"] / 1000, ZoneInfo(tz)).date()
         try:
             f = series_frame(event["series"]).filter(pl.col("date") <= day)
-            f = f.tail(CHART_SESSIONS + (event.get("lookback") or 0))
+            f = f.tail(CHART_SESSIONS + _extra_sessions(event))
         except Exception:  # a symbol without history: the message goes without a chart
             return None
         if f.height == 0:

@@ -5,9 +5,13 @@ the 1/3/6/12-month readings, which confirmations are met and a plain-words summa
 plain strings; each renderer escapes them for its medium at the last moment (Slack mrkdwn
 ``& < >``, HTML), so data can never turn into markup.
 
-Numbers: a lookback change of a ratio or a level is a percent (``+10.42%``); a spread's change is
-a difference in the series' own units (``+0.35``); a level rule without lookback shows the value
-itself (``99.80``).
+Numbers: a change of a ratio or a level (lookback, or against an average, a high or a low) is a
+percent (``+10.42%``); a spread's is a difference in the series' own units (``+0.35``); a rule
+without a transform shows the value itself (``99.80``); a streak counts sessions (``6 sessions
+up``). The words come from :mod:`ratiowatch.agents.wording`, as on the status page.
+
+With a track record (``ratiowatch.track_record``: what the rule did over the history), a firing
+also says how often it fired before, when last, and what followed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from datetime import datetime
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
+from ratiowatch.agents.wording import fmt_metric, fmt_threshold, metric_name
+
 from .route import RESOLVED, Notice
 
 __all__ = ["Facts", "Message", "facts", "fmt_value", "window_label", "slack_escape",
@@ -28,32 +34,25 @@ __all__ = ["Facts", "Message", "facts", "fmt_value", "window_label", "slack_esca
 MAX_LISTED = 10  # a grouped message lists this many events in full, then counts the rest
 
 _WINDOW_NAMES = {21: "1 month", 63: "3 months", 126: "6 months", 252: "12 months"}
-_ADJ_NAMES = {21: "1-month", 63: "3-month", 126: "6-month", 252: "12-month"}
 
 
 def window_label(sessions: int) -> str:
     return _WINDOW_NAMES.get(sessions, f"{sessions} sessions")
 
 
-def _series_kind(series: str) -> str:
-    return "spread" if "-" in series else "ratio" if "/" in series else "level"
+def _transform(d: dict[str, Any]) -> tuple[str, int | None]:
+    """An event's (or confirmation's) transform; events from before transforms existed have only
+    ``lookback`` (null: the value itself)."""
+    t = d.get("transform")
+    if t:
+        return t, d.get("transform_sessions")
+    lb = d.get("lookback")
+    return ("value", None) if lb is None else ("lookback", lb)
 
 
-def fmt_value(v: float | None, series: str, lookback: int | None) -> str:
+def fmt_value(v: float | None, series: str, lookback: int | None, transform: str | None = None) -> str:
     """A metric or threshold as a reader expects it: see the module docstring."""
-    if v is None:
-        return "n/a"
-    if lookback is None:
-        return f"{v:,.2f}"
-    if _series_kind(series) == "spread":
-        return f"{v:+,.2f}"
-    return f"{v * 100:+.2f}%"
-
-
-def _metric_name(series: str, lookback: int | None) -> str:
-    if lookback is None:
-        return series
-    return f"{series} {_ADJ_NAMES.get(lookback, f'{lookback}-session')} change"
+    return fmt_metric(v, series, transform or ("value" if lookback is None else "lookback"))
 
 
 def _one_line(s: str) -> str:
@@ -86,6 +85,7 @@ class Facts:
     confirmations: tuple[Confirmation, ...]
     summary: str
     rule: str
+    track: tuple[str, ...] = ()  # the track record in lines, firing notices with a record only
 
     @property
     def met_count(self) -> int:
@@ -104,9 +104,10 @@ class Facts:
         return f"{self.met_count} of {len(self.confirmations)} confirmations met" if self.confirmations else ""
 
 
-def facts(notice: Notice, tz: str = "America/New_York") -> Facts:
+def facts(notice: Notice, tz: str = "America/New_York", track_records: dict[str, Any] | None = None) -> Facts:
     e, sc = notice.event, notice.scenario
-    series, lookback = e["series"], e.get("lookback")
+    series = e["series"]
+    transform, n = _transform(e)
     resolved = notice.status == RESOLVED
     if resolved:
         verb = "fell back below the re-arm level" if e["direction"] == "down" else "rose back above the re-arm level"
@@ -114,26 +115,46 @@ def facts(notice: Notice, tz: str = "America/New_York") -> Facts:
         verb = f"crossed {'above' if e['direction'] == 'up' else 'below'} the trigger"
     rearm = None
     if not resolved and sc is not None and sc.trigger.rearm != sc.trigger.threshold:
-        rearm = fmt_value(sc.trigger.rearm, series, lookback)
+        rearm = fmt_threshold(sc.trigger.rearm, series, transform)
     when = datetime.fromtimestamp(e["ts_ms"] / 1000, ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
-    windows = tuple((window_label(int(w)), fmt_value(v, series, int(w)))
+    windows = tuple((window_label(int(w)), fmt_metric(v, series, "lookback"))
                     for w, v in sorted((e.get("windows") or {}).items(), key=lambda kv: int(kv[0])))
     confs = []
     for c in e.get("confirmations") or []:
-        lb = c.get("lookback")
+        ct, cn = _transform(c)
+        cs = str(c.get("series", "?"))
         op = "≥" if c.get("direction") == "up" else "≤"
         confs.append(Confirmation(c.get("met"), str(c.get("label", "?")),
-                                  f"{_metric_name(str(c.get('series', '?')), lb)} {fmt_value(c.get('value'), str(c.get('series', '')), lb)}",
-                                  f"{op} {fmt_value(c.get('threshold'), str(c.get('series', '')), lb)}"))
+                                  f"{metric_name(cs, ct, cn)} {fmt_metric(c.get('value'), cs, ct)}",
+                                  f"{op} {fmt_threshold(c.get('threshold'), cs, ct)}"))
     title = e.get("title") or (sc.title if sc else notice.scenario_id)
     summary = sc.description if sc is not None and sc.description else ""
     return Facts(
         event_id=notice.event_id, scenario_id=notice.scenario_id, resolved=resolved,
-        title=_one_line(str(title)), metric=_metric_name(series, lookback),
-        value=fmt_value(e["value"], series, lookback), verb=verb,
-        line=fmt_value(e["threshold"], series, lookback), rearm=rearm, when=when, windows=windows,
+        title=_one_line(str(title)), metric=metric_name(series, transform, n),
+        value=fmt_metric(e["value"], series, transform), verb=verb,
+        line=fmt_threshold(e["threshold"], series, transform), rearm=rearm, when=when, windows=windows,
         confirmations=tuple(confs), summary=_one_line(summary), rule=_one_line(str(e.get("description", ""))),
+        track=() if resolved else track_lines((track_records or {}).get(notice.scenario_id)),
     )
+
+
+def track_lines(record: dict[str, Any] | None) -> tuple[str, ...]:
+    """A track record (``ratiowatch.track_record.track_records``) in plain lines."""
+    if not record:
+        return ()
+    if not record["fired"]:
+        return (f"Track record: never fired in the history ({record['first']} to {record['last']}).",)
+    out = [f"Track record: fired {record['fired']} times since {record['first']}, last on {record['last_fired']}."]
+    for o in record["outcomes"]:
+        cells = []
+        for h, x in o["by_horizon"].items():
+            if x["n"]:
+                med = fmt_metric(x["median"], "A-B" if o["spread"] else "A", "lookback")
+                cells.append(f"{h} sessions {med} ({x['positive'] * 100:.0f}% positive, n={x['n']})")
+        if cells:
+            out.append(f"After firing, {o['name']}: median " + "; ".join(cells))
+    return tuple(out)
 
 
 def _heading(fs: Sequence[Facts]) -> str:
@@ -157,11 +178,12 @@ def slack_escape(s: str) -> str:
 _SLACK_MARK = {True: ":white_check_mark:", False: ":x:", None: ":grey_question:"}
 
 
-def render_slack(notices: Sequence[Notice], tz: str = "America/New_York", *, escape: bool = True) -> str:
+def render_slack(notices: Sequence[Notice], tz: str = "America/New_York", *, escape: bool = True,
+                 track_records: dict[str, Any] | None = None) -> str:
     """A Slack message in mrkdwn. ``escape=False`` leaves ``& < >`` for apprise's own ``slack://``
     plugin, which escapes them itself (escaping twice would show ``&amp;amp;``)."""
     x = slack_escape if escape else (lambda s: s)
-    fs = [facts(n, tz) for n in notices]
+    fs = [facts(n, tz, track_records) for n in notices]
     icon = ":white_check_mark:" if all(f.resolved for f in fs) else ":rotating_light:"
     out = [f"{icon} *{x(_heading(fs))}*"]
     for i, f in enumerate(fs[:MAX_LISTED]):
@@ -180,6 +202,8 @@ def render_slack(notices: Sequence[Notice], tz: str = "America/New_York", *, esc
                 out.append(f"• {_SLACK_MARK[c.met]} {x(c.label)}: {x(c.reading)} (needs {x(c.need)})")
     if len(fs) > MAX_LISTED:
         out.append(f"_…and {len(fs) - MAX_LISTED} more_")
+    for line in fs[-1].track:
+        out.append(f"_{x(line)}_")
     f0 = fs[0]
     if f0.summary:
         out.append(f"> {x(f0.summary)}")
@@ -193,10 +217,11 @@ def render_slack(notices: Sequence[Notice], tz: str = "America/New_York", *, esc
 _HTML_MARK = {True: "&#10004; met", False: "&#10008; not met", None: "? no data"}
 
 
-def render_email(notices: Sequence[Notice], tz: str = "America/New_York") -> tuple[str, str]:
+def render_email(notices: Sequence[Notice], tz: str = "America/New_York",
+                 track_records: dict[str, Any] | None = None) -> tuple[str, str]:
     """(subject, HTML body). The chart PNG goes along as an attachment (see service.py)."""
     e = lambda s: html.escape(str(s), quote=True)  # noqa: E731
-    fs = [facts(n, tz) for n in notices]
+    fs = [facts(n, tz, track_records) for n in notices]
     f0 = fs[0]
     if len(fs) == 1:
         subject = f"{_heading(fs)}: {f0.metric} {f0.value}"
@@ -226,6 +251,8 @@ def render_email(notices: Sequence[Notice], tz: str = "America/New_York") -> tup
             parts.append("</ul>")
     if len(fs) > MAX_LISTED:
         parts.append(f"<p>…and {len(fs) - MAX_LISTED} more.</p>")
+    if fs[-1].track:
+        parts.append("<ul class=\"track\">" + "".join(f"<li>{e(line)}</li>" for line in fs[-1].track) + "</ul>")
     if f0.summary:
         parts.append(f"<p class=\"summary\" style=\"border-left:3px solid #ccc;padding-left:8px\">{e(f0.summary)}</p>")
     parts.append(f"<p style=\"color:#777;font-size:12px\">Rule: {e(f0.rule)} · scenario {e(f0.scenario_id)} · "
@@ -248,9 +275,10 @@ def render_push(notices: Sequence[Notice], tz: str = "America/New_York") -> tupl
     return _heading(fs), line
 
 
-def render_text(notices: Sequence[Notice], tz: str = "America/New_York") -> str:
+def render_text(notices: Sequence[Notice], tz: str = "America/New_York",
+                track_records: dict[str, Any] | None = None) -> str:
     """Plain text for the console and for channels without markup."""
-    fs = [facts(n, tz) for n in notices]
+    fs = [facts(n, tz, track_records) for n in notices]
     head = _heading(fs)  # "Resolved: ..." already says what a resolution is
     out = [head if all(f.resolved for f in fs) else f"ALERT: {head}"]
     for i, f in enumerate(fs[:MAX_LISTED]):
@@ -265,6 +293,7 @@ def render_text(notices: Sequence[Notice], tz: str = "America/New_York") -> str:
                 out.append(f"    {mark} {c.label}: {c.reading} (needs {c.need})")
     if len(fs) > MAX_LISTED:
         out.append(f"  ...and {len(fs) - MAX_LISTED} more")
+    out.extend(f"  {line}" for line in fs[-1].track)
     if fs[0].summary:
         out.append(f"  {fs[0].summary}")
     out.append(f"  Rule: {fs[0].rule} · scenario {fs[0].scenario_id} · event "
@@ -299,13 +328,13 @@ class Message:
 
 
 def render(medium: str, notices: Sequence[Notice], tz: str = "America/New_York", *,
-           slack_escaped: bool = True) -> Message:
+           slack_escaped: bool = True, track_records: dict[str, Any] | None = None) -> Message:
     """The message for ``medium`` (slack, email, push, text, json)."""
     if medium == "slack":
         # The title is inside the mrkdwn body: Mattermost and Slack webhooks show one text.
-        return Message("", render_slack(notices, tz, escape=slack_escaped), None)
+        return Message("", render_slack(notices, tz, escape=slack_escaped, track_records=track_records), None)
     if medium == "email":
-        subject, body = render_email(notices, tz)
+        subject, body = render_email(notices, tz, track_records)
         return Message(subject, body, "html", wants_chart=True)
     if medium == "push":
         title, line = render_push(notices, tz)
@@ -314,5 +343,5 @@ def render(medium: str, notices: Sequence[Notice], tz: str = "America/New_York",
         # Webhooks for services (json://, form://, xml://) carry attachments base64-encoded: the chart goes too.
         return Message(render_push(notices, tz)[0], render_json(notices, tz), "text", wants_chart=True)
     if medium == "text":
-        return Message(_heading([facts(n, tz) for n in notices]), render_text(notices, tz), "text")
+        return Message(_heading([facts(n, tz) for n in notices]), render_text(notices, tz, track_records), "text")
     raise ValueError(f"unknown medium {medium!r}")

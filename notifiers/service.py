@@ -76,8 +76,12 @@ class NotificationService:
     def __init__(self, config: Config, publish: Publish, *, history_for: HistoryFor | None = None,
                  store_path: str | os.PathLike[str] | None = None, now: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, retry: RetryPolicy | None = None,
-                 rand: Callable[[], float] = random.random, out: TextIO | None = None) -> None:
+                 rand: Callable[[], float] = random.random, out: TextIO | None = None,
+                 track_records: dict[str, Any] | None = None) -> None:
         self.config = config
+        # scenario id -> what its trigger did over the history (ratiowatch.track_record), told
+        # with each firing; computed at start and when scenarios change, never per event.
+        self.track_records = track_records
         self.publish = publish
         self.history_for = history_for
         self.store_path = store_path
@@ -121,7 +125,8 @@ class NotificationService:
             escaped = scheme_of(ch.url) != "slack"
             w = ChannelWorker(
                 ch, sender=self._console if ch.url == "console" else self._apprise, delivery_log=self._log,
-                render=lambda ns, m=medium, e=escaped: render(m, ns, tz, slack_escaped=e),
+                render=lambda ns, m=medium, e=escaped: render(m, ns, tz, slack_escaped=e,
+                                                              track_records=self.track_records),
                 chart_for=self._chart_for, record=self._record, dead_letter=self._dead_letter,
                 settle=self._settle, window_for=_window, policy=self.policy, now=self.now, sleep=self.sleep,
                 rand=self.rand)

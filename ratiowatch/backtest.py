@@ -7,8 +7,12 @@ same events over a whole daily history at once, with no loop over days:
   one of its own legs has a row), each leg is forward-filled (the as-of rule: legs on different
   calendars are never inner-joined), and rows before every leg has a value are dropped. What is
   left is one session close per row.
-- Metric: a shift over those rows (lookback sessions), or the value itself for a level rule.
-- Hysteresis: see :func:`_zone`.
+- Metric: by the rule's transform over those rows (:func:`metric_frame`): a shift (lookback),
+  a window sum (ma), a rolling max / min of the rows before (high, low), run lengths of the sign of
+  the change (streak), or the value itself.
+- Hysteresis: see :func:`_zone`; with ``require``, :func:`_zone_required` on every date any series
+  of the scenario advanced, with the confirmations met as of that date.
+- Summaries: :mod:`ratiowatch.backtest_summary`; report and charts: :mod:`ratiowatch.backtest_report`.
 
 Events are built with the streaming path's ``build_event``, so ``--json`` prints exactly the
 records of the ``events`` topic, in ``agents.events.canonical_order``: date, then scenario
@@ -17,7 +21,6 @@ records of the ``events`` topic, in ``agents.events.canonical_order``: date, the
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -27,12 +30,11 @@ import polars as pl
 
 from ratiowatch.agents.events import build_event
 from ratiowatch.agents.sessions import session_close_ts_ms
-from ratiowatch.charts import metric_chart_png
 from ratiowatch.config import Config, Rule, Scenario, SeriesSpec
 
 __all__ = [
-    "FORWARD_HORIZONS", "Episode", "ScenarioSummary", "BacktestResult",
-    "series_frame", "rule_frame", "run_backtest", "scenario_chart_png", "format_report",
+    "FORWARD_HORIZONS", "Episode", "RuleSummary", "ScenarioSummary", "BacktestResult",
+    "series_frame", "metric_frame", "rule_frame", "run_backtest",
 ]
 
 # Sessions after an event at which traders judge it: ~1 month, 3 months, 6 months, 1 year.
@@ -51,6 +53,23 @@ class Episode:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleSummary:
+    """One rule (the trigger or a confirmation) over the history."""
+
+    rule: str
+    description: str
+    transform: str
+    sessions: int | None
+    fired: int
+    rearmed: int
+    episodes: tuple[Episode, ...]
+    median_episode_sessions: float | None
+    forward_median: dict[int, float | None]  # horizon -> median forward change of the rule's series after a firing
+    forward_n: dict[int, int]
+    baseline_median: dict[int, float | None]
+
+
+@dataclass(frozen=True, slots=True)
 class ScenarioSummary:
     scenario: str
     title: str
@@ -65,6 +84,10 @@ class ScenarioSummary:
     last_date: date | None
     last_metric: float | None
     armed: bool | None                       # trigger state after the last session
+    rules: tuple[RuleSummary, ...] = ()      # the trigger, then each confirmation
+    require: int | None = None
+    # confirmations met at a firing -> {"n", "median": {horizon: ...}, "n_by_horizon": {...}}
+    forward_by_met: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -121,17 +144,86 @@ def _zone(rule: Rule) -> pl.Expr:
     return pl.when(pl.int_range(pl.len()) == 0).then(initial).otherwise(decisive).forward_fill()
 
 
-def rule_frame(series: pl.DataFrame, rule: Rule) -> pl.DataFrame:
-    """``date, value, metric, zone, kind``: the rows where the rule's metric is defined; ``kind`` is
-    "fired", "rearmed" or null."""
+def _streak(series: pl.DataFrame) -> pl.DataFrame:
+    """``series`` with ``metric``: the signed length of the run of up (or down) sessions ending at
+    each row, 0 on a flat session, null on the first row (no earlier close). A run is a stretch of
+    rows with the same sign of change, so the streak is the row's place in its run, signed."""
     v = pl.col("value")
-    metric = v if rule.lookback is None else _change(rule.series, v, v.shift(rule.lookback))
+    sign = pl.when(v > v.shift(1)).then(1).when(v < v.shift(1)).then(-1).otherwise(0)
+    return (series.with_columns(sign.alias("_sign"))
+            .with_columns(pl.col("_sign").rle_id().alias("_run"))
+            .with_columns(pl.when(pl.int_range(pl.len()) > 0)
+                          .then((pl.col("_sign") * (pl.int_range(pl.len()).over("_run") + 1)).cast(pl.Float64))
+                          .alias("metric"))
+            .drop("_sign", "_run"))
+
+
+def metric_frame(series: pl.DataFrame, rule: Rule) -> pl.DataFrame:
+    """``date, value, metric`` (null where the metric is not yet defined), by the rule's transform."""
+    v, n, spec = pl.col("value"), rule.sessions, rule.series
+    t = rule.transform
+    if t == "streak":
+        return _streak(series)
+    if t == "value":
+        metric = v
+    elif t == "lookback":
+        metric = _change(spec, v, v.shift(n))
+    elif t == "ma":  # the mean of the last n values, today's included
+        metric = _change(spec, v, _window_sum(v, n) / _column_of(n))
+    elif t == "high":  # the n closes before today
+        metric = _change(spec, v, v.shift(1).rolling_max(n, min_samples=n))
+    elif t == "low":
+        metric = _change(spec, v, v.shift(1).rolling_min(n, min_samples=n))
+    else:
+        raise ValueError(f"unknown transform {t!r}")
+    return series.with_columns(metric.alias("metric"))
+
+
+def _window_sum(v: pl.Expr, n: int) -> pl.Expr:
+    """The sum of the last ``n`` values, added oldest first: the float operations of a plain sum
+    over the window. (rolling_sum adds and subtracts as it slides, which lands a few ulps away,
+    and a spread at exactly its average must compare the same on every path.)"""
+    return pl.fold(pl.lit(0.0), lambda acc, x: acc + x, [v.shift(k) for k in range(n - 1, -1, -1)])
+
+
+def _column_of(n: int) -> pl.Expr:
+    """``n`` as a column, to divide by: polars divides by a scalar as a multiplication by its
+    reciprocal, which can land an ulp away from a true division."""
+    return (pl.int_range(pl.len()) * 0 + n).cast(pl.Float64)
+
+
+def _crossings(frame: pl.DataFrame, zone: pl.Expr) -> pl.DataFrame:
     z = pl.col("zone")
-    return (series.with_columns(metric.alias("metric"))
-            .filter(pl.col("metric").is_not_null())
-            .with_columns(_zone(rule).alias("zone"))
+    return (frame.with_columns(zone.alias("zone"))
             .with_columns(pl.when(z > z.shift(1)).then(pl.lit("fired"))
                           .when(z < z.shift(1)).then(pl.lit("rearmed")).alias("kind")))
+
+
+def rule_frame(series: pl.DataFrame, rule: Rule) -> pl.DataFrame:
+    """``date, value, metric, session, zone, kind``: the rows where the rule's metric is defined;
+    ``session`` counts the series' sessions; ``kind`` is "fired", "rearmed" or null."""
+    return _crossings(metric_frame(series, rule).with_row_index("session")
+                      .filter(pl.col("metric").is_not_null()), _zone(rule))
+
+
+def _zone_required(rule: Rule, k: int) -> pl.Expr:
+    """:func:`_zone` for a trigger that also needs ``met >= k``: past the threshold without enough
+    confirmations decides nothing (an armed trigger stays armed, waiting); re-arming is as before."""
+    m, x, r, ok = pl.col("metric"), rule.threshold, rule.rearm, pl.col("met") >= k
+    if rule.direction == "up":
+        decisive = pl.when((m >= x) & ok).then(1).when(m < r).then(0)
+        initial = (m >= x).cast(pl.Int32)
+    else:
+        decisive = pl.when((m <= x) & ok).then(1).when(m > r).then(0)
+        initial = (m <= x).cast(pl.Int32)
+    return pl.when(pl.int_range(pl.len()) == 0).then(initial).otherwise(decisive).forward_fill()
+
+
+def _met_expr(rule: Rule, col: str) -> pl.Expr:
+    """1 where the confirmation is met, 0 where not or not yet defined."""
+    c = pl.col(col)
+    met = c >= rule.threshold if rule.direction == "up" else c <= rule.threshold
+    return met.fill_null(False).cast(pl.Int32)
 
 
 def _met(rule: Rule, m: float | None) -> bool | None:
@@ -166,6 +258,23 @@ class _ScenarioRun:
             specs.setdefault(r.series.name, r.series)
         self.series = {name: series_frame(history, spec) for name, spec in specs.items()}
         self.rules = {r.name: rule_frame(self.series[r.series.name], r) for r in sc.rules}
+        if sc.require is not None:
+            self.rules["trigger"] = self._required_trigger()
+
+    def _required_trigger(self) -> pl.DataFrame:
+        """The trigger judged at every date any series of the scenario advanced, with its metric
+        and each confirmation's as of that date, and the count met (see README, ``require``)."""
+        sc = self.sc
+        dates = pl.concat([f.select("date") for f in self.series.values()]).unique().sort("date")
+        trig = rule_frame(self.series[sc.trigger.series.name], sc.trigger).select("date", "value", "metric", "session")
+        frame = dates.join_asof(trig, on="date", strategy="backward")
+        for i, c in enumerate(sc.confirmations):
+            conf = self.rules[c.name].select("date", pl.col("metric").alias(f"_c{i}"))
+            frame = frame.join_asof(conf, on="date", strategy="backward")
+        met = pl.sum_horizontal(*(_met_expr(c, f"_c{i}") for i, c in enumerate(sc.confirmations)))
+        frame = (frame.filter(pl.col("metric").is_not_null()).with_columns(met.alias("met"))
+                 .drop(*(f"_c{i}" for i in range(len(sc.confirmations)))))
+        return _crossings(frame, _zone_required(sc.trigger, sc.require))
 
     @property
     def trigger(self) -> pl.DataFrame:
@@ -182,7 +291,7 @@ class _ScenarioRun:
         v = pl.col("value")
         windows = self.series[trig.series.name].select(
             "date", *(_change(trig.series, v, v.shift(w)).alias(f"w{w}") for w in sc.windows))
-        crossings = self.trigger.filter(pl.col("kind").is_not_null()).join(windows, on="date", how="left")
+        crossings = self.trigger.filter(pl.col("kind").is_not_null()).join_asof(windows, on="date", strategy="backward")
         # Each confirmation as of the trigger's date: its metric at the last date its own series advanced.
         for i, c in enumerate(sc.confirmations):
             conf = self.rules[c.name].select("date", pl.col("metric").alias(f"c{i}"))
@@ -191,7 +300,8 @@ class _ScenarioRun:
         for row in crossings.iter_rows(named=True):
             confs = [{"label": c.name, "series": c.series.name, "met": _met(c, row[f"c{i}"]),
                       "value": _round12(row[f"c{i}"]), "threshold": c.threshold, "direction": c.direction,
-                      "lookback": c.lookback} for i, c in enumerate(sc.confirmations)]
+                      "lookback": c.lookback, "transform": c.transform, "transform_sessions": c.sessions}
+                     for i, c in enumerate(sc.confirmations)]
             out.append((row["date"], n, build_event(sc, trig, row["kind"], ts_of(row["date"]), row["metric"],
                                                     row["value"], {w: row[f"w{w}"] for w in sc.windows}, confs)))
         return out
@@ -236,49 +346,11 @@ class _ScenarioRun:
                             strategy="backward"))
         return t
 
-    def summary(self) -> ScenarioSummary:
-        sc = self.sc
-        trig = self.trigger.with_row_index("i")
-        fwd = self.forward()
-        crossings = trig.filter(pl.col("kind").is_not_null())
-        episodes: list[Episode] = []
-        opened: tuple[date, int] | None = None
-        for row in crossings.iter_rows(named=True):  # crossings only, not days
-            if row["kind"] == "fired":
-                opened = (row["date"], row["i"])
-            elif opened is not None:
-                episodes.append(Episode(opened[0], row["date"], row["i"] - opened[1]))
-                opened = None
-        if opened is not None:
-            episodes.append(Episode(opened[0], None, trig.height - 1 - opened[1]))
-        closed = [e.sessions for e in episodes if e.rearmed is not None]
-        fired = crossings.filter(pl.col("kind") == "fired").select("date").join(fwd, on="date", how="left")
-        med: dict[int, float | None] = {}
-        n: dict[int, int] = {}
-        base: dict[int, float | None] = {}
-        for h in FORWARD_HORIZONS:
-            col = fired[f"fwd_{h}"].drop_nulls()
-            n[h] = col.len()
-            med[h] = col.median() if col.len() else None
-            allcol = fwd[f"fwd_{h}"].drop_nulls()
-            base[h] = allcol.median() if allcol.len() else None
-        last = trig.tail(1).to_dicts()
-        return ScenarioSummary(
-            scenario=sc.id, title=sc.title,
-            fired=crossings.filter(pl.col("kind") == "fired").height,
-            rearmed=crossings.filter(pl.col("kind") == "rearmed").height,
-            episodes=tuple(episodes),
-            median_episode_sessions=statistics.median(closed) if closed else None,
-            forward_median=med, forward_n=n, baseline_median=base,
-            first_date=trig["date"][0] if trig.height else None,
-            last_date=last[0]["date"] if last else None,
-            last_metric=last[0]["metric"] if last else None,
-            armed=(last[0]["zone"] == 0) if last else None,
-        )
-
 
 def run_backtest(cfg: Config, history: pl.DataFrame) -> BacktestResult:
     """Every event of every scenario in ``cfg`` over ``history`` (long frame ``symbol, date, close``)."""
+    from ratiowatch.backtest_summary import scenario_summary  # it reads this module's frames
+
     tz = cfg.settings.session_timezone
 
     @lru_cache(maxsize=None)
@@ -293,65 +365,10 @@ def run_backtest(cfg: Config, history: pl.DataFrame) -> BacktestResult:
         run = _ScenarioRun(sc, si, history)
         evs = run.events(ts_of)
         ordered.extend((d, si, j, ev) for d, j, ev in evs)
-        tables.append(run.table(evs))
-        summaries.append(run.summary())
+        table = run.table(evs)
+        tables.append(table)
+        summaries.append(scenario_summary(run, table))
         metrics[sc.id] = run.trigger.select("date", "value", "metric", "kind")
     ordered.sort(key=lambda t: t[:3])
     table = (pl.concat(tables).sort("date", "scenario_order", "rule_order").drop("scenario_order", "rule_order"))
     return BacktestResult([t[3] for t in ordered], table, summaries, metrics)
-
-
-def scenario_chart_png(result: BacktestResult, sc: Scenario) -> bytes:
-    """The trigger metric over the whole history with its threshold, re-arm line and crossings."""
-    trig = sc.trigger
-    frame = result.metrics[sc.id]
-    crossings = [(d, k) for d, k in frame.filter(pl.col("kind").is_not_null()).select("date", "kind").iter_rows()]
-    percent = trig.lookback is not None and trig.series.kind != "spread"
-    what = trig.series.name if trig.lookback is None else f"{trig.series.name} {trig.lookback}-session change"
-    return metric_chart_png(f"{sc.title}: {trig.describe()}", frame["date"].to_list(), frame["metric"].to_list(),
-                            threshold=trig.threshold, rearm=trig.rearm, direction=trig.direction,
-                            crossings=crossings, percent=percent, ylabel=what)
-
-
-def _pct(x: float | None, spread: bool) -> str:
-    if x is None:
-        return "-"
-    # "+ 0.0" turns a -0.0 left by rounding into +0.0, so a flat median never prints as "-0.0%".
-    return f"{round(x, 3) + 0.0:+.3f}" if spread else f"{round(x * 100, 1) + 0.0:+.1f}%"
-
-
-def format_report(cfg: Config, result: BacktestResult) -> str:
-    """The human-readable report: per scenario, the summary and each trigger event with forward changes."""
-    lines: list[str] = []
-    hz = "  ".join(f"{h:>7}" for h in FORWARD_HORIZONS)
-    for sc, s in zip(cfg.scenarios, result.summaries):
-        spread = sc.trigger.series.kind == "spread"
-        lines.append(f"== {sc.id}: {sc.title}")
-        lines.append(f"   trigger: {sc.trigger.describe()} (re-arm {sc.trigger.rearm:g}); "
-                     f"history {s.first_date or '-'} .. {s.last_date or '-'}")
-        state = {None: "no data", True: "armed", False: "fired (not yet re-armed)"}[s.armed]
-        lines.append(f"   fired {s.fired}x, re-armed {s.rearmed}x; now {state}, metric {_num(s.last_metric)}")
-        if s.episodes:
-            lens = f"median {s.median_episode_sessions:g} sessions" if s.median_episode_sessions is not None else "none closed"
-            openep = [e for e in s.episodes if e.rearmed is None]
-            note = f"; open since {openep[0].fired} ({openep[0].sessions} sessions)" if openep else ""
-            lines.append(f"   episodes (fired -> re-armed): {lens}{note}")
-        lines.append(f"   forward change of {sc.trigger.series.name} after firing   {hz}")
-        lines.append("     median (n)                          " + "  ".join(
-            f"{_pct(s.forward_median[h], spread):>7}" for h in FORWARD_HORIZONS) + "   n="
-            + "/".join(str(s.forward_n[h]) for h in FORWARD_HORIZONS))
-        lines.append("     every session (baseline)            " + "  ".join(
-            f"{_pct(s.baseline_median[h], spread):>7}" for h in FORWARD_HORIZONS))
-        trig = result.table.filter((pl.col("scenario") == sc.id) & (pl.col("rule") == "trigger"))
-        if trig.height:
-            lines.append(f"   {'date':<10}  {'kind':<7}  {'metric':>10}  {'value':>10}  conf  " + hz)
-            for r in trig.iter_rows(named=True):
-                conf = f"{r['confirmations_met']}/{r['confirmations']}" if r["confirmations"] else "-"
-                lines.append(f"   {r['date']!s:<10}  {r['kind']:<7}  {_num(r['value']):>10}  {_num(r['series_value']):>10}  "
-                             f"{conf:<4}  " + "  ".join(f"{_pct(r[f'fwd_{h}'], spread):>7}" for h in FORWARD_HORIZONS))
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"

@@ -1,5 +1,6 @@
 """``ratiowatch bench``: ratiowatch against the bare-consumer limit and the faust idiom, on the same
-embedded broker and the same generated ticks, plus latency, memory and scaling with scenarios.
+embedded broker and the same generated ticks, plus latency, memory, scaling with scenarios, and
+what event time costs: the same ticks keyed by source and by symbol (:data:`KEYINGS`).
 
 Each phase runs in a fresh worker process (:mod:`ratiowatch.bench_phases`) fed from this process
 (:mod:`ratiowatch.bench_feed`); every engine phase also gets a fresh embedded broker, so no state,
@@ -21,7 +22,8 @@ from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 
 from .bench_feed import EventTimer, feed, percentiles, prefill_count
-from .bench_market import BenchMarket, Record, batch_records, single_records
+from .bench_market import (BenchMarket, Record, batch_records, single_records, source_single_records,
+                           symbol_batch_records)
 
 __all__ = ["BenchError", "DEFAULTS", "run_bench", "format_table"]
 
@@ -38,11 +40,12 @@ DEFAULTS: dict[str, Any] = {
     # a second, too few for a p99 to mean much; 1,000 give ~40.
     "latency_scenarios": 1_000,
     "latency_seconds": 10.0,
+    # The latency phases' first seconds are timed apart (one-off work at assignment, see docs).
+    "latency_warmup_seconds": 2.0,
     "latency_batch": 100,      # ticks per record in the latency phase (a record every 10 ms)
     "seed": 7,
 }
 WINDOW_BYTES_PER_PARTITION = 2 * 1024 * 1024  # unread ticks the feeder allows: well inside the broker's 5 MB
-LATENCY_WARMUP_S = 2.0  # the latency phase's first seconds are timed apart (one-off work at assignment)
 
 
 class BenchError(RuntimeError):
@@ -79,7 +82,8 @@ def _expect(conn: Any, proc: Any, what: str, timeout: float = 600.0) -> Any:
 
 
 def _phase(kind: str, what: str, spec: dict[str, Any], bootstrap: str, topic: str, records: list[Record],
-           partitions: int, rate: float | None = None, timer: EventTimer | None = None) -> dict[str, Any]:
+           partitions: int, rate: float | None = None, timer: EventTimer | None = None,
+           burst: int = 1) -> dict[str, Any]:
     window = WINDOW_BYTES_PER_PARTITION * partitions
     # The bare consumer reads faster than any feed: what fits is on the broker before it starts, so
     # it measures reading, not producing. The others start their clock when they are ready, the
@@ -90,7 +94,8 @@ def _phase(kind: str, what: str, spec: dict[str, Any], bootstrap: str, topic: st
     try:
         info = _expect(conn, proc, what)
         sent = feed(bootstrap, topic, records, lambda: progress.value, window_bytes=window, first=ahead, rate=rate,
-                    on_sent=timer.on_sent if timer is not None else None)
+                    burst=burst, on_sent=timer.on_sent if timer is not None else None,
+                    abort=lambda: conn.poll(0) or not proc.is_alive())
         result = _expect(conn, proc, what)
     finally:
         proc.join(60)
@@ -112,7 +117,7 @@ def _phase(kind: str, what: str, spec: dict[str, Any], bootstrap: str, topic: st
 
 
 def _engine(what: str, market: BenchMarket, stream: list[Any], records: list[Record], partitions: int, *,
-            rate: float | None = None, latency: bool = False, warmup_ticks: int = 0,
+            rate: float | None = None, latency: bool = False, warmup_ticks: int = 0, burst: int = 1,
             profile: str | None = None) -> dict[str, Any]:
     with EmbeddedBroker() as broker:
         ensure_topics(broker, partitions)
@@ -120,7 +125,7 @@ def _engine(what: str, market: BenchMarket, stream: list[Any], records: list[Rec
                 "market": market.spec(), "profile": profile}
         timer = EventTimer(broker.bootstrap, T.EVENTS, partitions, warmup_ticks) if latency else None
         try:
-            r = _phase("engine", what, spec, broker.bootstrap, T.TICKS, records, partitions, rate, timer)
+            r = _phase("engine", what, spec, broker.bootstrap, T.TICKS, records, partitions, rate, timer, burst)
         finally:
             if timer is not None:
                 timer.stop()
@@ -146,7 +151,59 @@ def _engine(what: str, market: BenchMarket, stream: list[Any], records: list[Rec
         r["warmup_latency_ms"] = percentiles(timer.warmup_ms)
         r["warmup_ticks"] = warmup_ticks
         r["offered_ticks_per_s"] = rate
+        r["offered_burst_ticks"] = burst
     return r
+
+
+# keying -> shape -> what its records are (docs/performance.md, "Event time")
+KEYINGS = {"by_source": {"batches": "vendor batches keyed by source (round-robin over the partitions)",
+                         "single": "one tick per record, keyed by the source of its vendor batch"},
+           "by_symbol": {"batches": "vendor batches cut into one record per symbol, keyed by symbol",
+                         "single": "one tick per record, keyed by symbol"}}
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 2) -> float | None:
+    return round(a / b, digits) if a is not None and b else None
+
+
+def _keyed(eng: dict[str, Any], lat: dict[str, Any], lim: dict[str, Any],
+           phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the watermark costs: for each keying and shape the throughput phase on the main stream
+    and the latency phase at the offered rate (the by-source batches and by-symbol single-tick
+    throughput phases are the engine's main two), the watermark's buffer (``pending_max``: the most
+    ticks a shard had waiting) and keyed-by-symbol / keyed-by-source."""
+    runs = {("by_source", "batches"): (eng, lat, lim),
+            ("by_symbol", "single"): (eng["single_tick_records"], phases["latency.by_symbol.single"],
+                                      lim["single_tick_records"]),
+            ("by_symbol", "batches"): (phases["by_symbol.batches"], phases["latency.by_symbol.batches"],
+                                       lim["symbol_batches"]),
+            ("by_source", "single"): (phases["by_source.single"], phases["latency.by_source.single"],
+                                      lim["single_tick_records"])}
+    out: dict[str, Any] = {k: {} for k in KEYINGS}
+    for (keying, shape), (r, la, limit) in runs.items():
+        out[keying][shape] = {
+            "records": r["records"], "ticks": r["ticks"], "ticks_per_record": round(r["ticks"] / r["records"], 2),
+            "seconds": r["seconds"], "ticks_per_s": r["ticks_per_s"], "ticks_per_cpu_s": r["ticks_per_cpu_s"],
+            "limit_ticks_per_s": limit["ticks_per_s"], "vs_limit": _ratio(r["ticks_per_s"], limit["ticks_per_s"], 3),
+            "pending_max": r["counters"].get("pending_max", 0),
+            "latency_ms": la["latency_ms"], "latency_samples": la["latency_samples"],
+            "latency_records": la["records"], "latency_pending_max": la["counters"].get("pending_max", 0),
+            # how long the latency phase's worker took for what was offered: longer, it fell behind
+            # (its ticks then wait in Kafka, not in the watermark)
+            "latency_phase_seconds": la["seconds"],
+            "offered_seconds": round(la["ticks"] / la["offered_ticks_per_s"], 3),
+        }
+    ratio: dict[str, Any] = {}
+    for shape in ("batches", "single"):
+        a, b = out["by_symbol"][shape], out["by_source"][shape]
+        ratio[shape] = {"ticks_per_s": _ratio(a["ticks_per_s"], b["ticks_per_s"]),
+                        "ticks_per_cpu_s": _ratio(a["ticks_per_cpu_s"], b["ticks_per_cpu_s"]),
+                        "vs_limit": _ratio(a["vs_limit"], b["vs_limit"]),
+                        **{f"latency_{q}": _ratio(a["latency_ms"][q], b["latency_ms"][q])
+                           for q in ("p50", "p99", "max")}}
+    out["symbol_vs_source"] = ratio
+    out["phases"] = phases
+    return out
 
 
 def _host() -> dict[str, Any]:
@@ -158,7 +215,8 @@ def _host() -> dict[str, Any]:
 def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DEFAULTS["scenarios"],
               log: Callable[[str], None] = lambda _: None, profile_dir: str | None = None,
               **options: Any) -> dict[str, Any]:
-    """Every phase, in order; returns {"limit", "baseline", "engine", "setup"} (docs/performance.md)."""
+    """Every phase, in order; returns {"limit", "baseline", "engine", "setup"} (docs/performance.md);
+    the keyed-by-source / keyed-by-symbol comparison is ``engine["keyed"]``."""
     o = {**DEFAULTS, **options}
     P, B = o["partitions"], o["batch"]
     host = _host()
@@ -169,12 +227,14 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
     stream = market.ticks(ticks)
     batches = batch_records(stream, B, P)
     singles = single_records(stream, P)
+    symbol_batches = symbol_batch_records(stream, B, P)
     nb = min(ticks, o["baseline_ticks"])
     partner = market.partners()
 
     # limit and baseline share one broker; each reads its own topics.
     with EmbeddedBroker() as broker:
-        for name in ("bench.limit.batch", "bench.limit.single", "bench.baseline.batch", "bench.baseline.single"):
+        for name in ("bench.limit.batch", "bench.limit.single", "bench.limit.symbol-batch", "bench.baseline.batch",
+                     "bench.baseline.single"):
             broker.create_topic(name, P)
         for shape in ("batch", "single"):
             broker.create_topic(T.changelog("prices", f"bench-baseline-{shape}"), P)
@@ -196,25 +256,45 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
 
         lim = limit("batch", batches)
         lim["single_tick_records"] = limit("single", singles)
+        lim["symbol_batches"] = limit("symbol-batch", symbol_batches)
         base = baseline("batch", batch_records(stream[:nb], B, P))
         base["single_tick_records"] = baseline("single", singles[:nb])
 
     log("engine: ratiowatch, vendor batches")
     prof = (lambda name: os.path.join(profile_dir, name)) if profile_dir else (lambda name: None)
     eng = _engine("engine", market, stream, batches, P, profile=prof("engine-batch"))
-    log("engine: ratiowatch, one tick per record")
+    log("engine: ratiowatch, one tick per record (keyed by symbol)")
     eng["single_tick_records"] = _engine("engine (single)", market, stream, singles, P,
                                          profile=prof("engine-single"))
-    n_warm = int(o["latency_rate"] * LATENCY_WARMUP_S)
+    # Event time: the same stream keyed the other way for each shape (see KEYINGS).
+    keyed_phases: dict[str, dict[str, Any]] = {}
+    log("engine: ratiowatch, keyed by symbol: the vendor batches cut into one record per symbol")
+    keyed_phases["by_symbol.batches"] = _engine("engine (keyed by symbol, batches)", market, stream, symbol_batches, P,
+                                                profile=prof("engine-symbol-batch"))
+    log("engine: ratiowatch, keyed by source: one tick per record")
+    keyed_phases["by_source.single"] = _engine("engine (keyed by source, single)", market, stream,
+                                               source_single_records(stream, B, P), P,
+                                               profile=prof("engine-source-single"))
+    n_warm = int(o["latency_rate"] * o["latency_warmup_seconds"])
     n_lat = n_warm + int(o["latency_rate"] * o["latency_seconds"])
-    log(f"engine: latency at {o['latency_rate']:,} ticks/s offered for {LATENCY_WARMUP_S:g}s + "
+    log(f"engine: latency at {o['latency_rate']:,} ticks/s offered for {o['latency_warmup_seconds']:g}s + "
         f"{o['latency_seconds']:g}s, {o['latency_scenarios']:,} scenarios")
     lat_market = BenchMarket(o["latency_scenarios"], o["scaling_symbols"], seed=o["seed"])
     lat_stream = lat_market.ticks(n_lat)
-    lat = _engine("engine (latency)", lat_market, lat_stream, batch_records(lat_stream, o["latency_batch"], P), P,
-                  rate=o["latency_rate"], latency=True, warmup_ticks=n_warm)
-    eng["latency_ms"] = lat.pop("latency_ms")
-    eng["latency"] = lat
+    LB = o["latency_batch"]
+    # Every latency phase is offered the same vendor messages of LB ticks every LB/rate seconds; the
+    # records cut from one message are handed to the producer together (burst).
+    lat = _engine("engine (latency)", lat_market, lat_stream, batch_records(lat_stream, LB, P), P,
+                  rate=o["latency_rate"], latency=True, warmup_ticks=n_warm, burst=LB)
+    lat_records = {"by_symbol.batches": lambda: symbol_batch_records(lat_stream, LB, P),
+                   "by_source.single": lambda: source_single_records(lat_stream, LB, P),
+                   "by_symbol.single": lambda: single_records(lat_stream, P)}
+    for name, make in lat_records.items():
+        keying, shape = name.split(".")
+        log(f"engine: latency, {KEYINGS[keying][shape]}")
+        keyed_phases["latency." + name] = _engine(f"engine (latency, keyed by {keying[3:]}, {shape})", lat_market,
+                                                  lat_stream, make(), P, rate=o["latency_rate"], latency=True,
+                                                  warmup_ticks=n_warm, burst=LB)
     detail: dict[str, Any] = {}
     n_scale = max(1, ticks // 2)
     for count in scenarios:
@@ -230,6 +310,9 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
         peer = base if r is eng else base["single_tick_records"]
         r["vs_limit"] = round(r["ticks_per_s"] / pair["ticks_per_s"], 3)
         r["vs_baseline"] = round(r["ticks_per_s"] / peer["ticks_per_s"], 1)
+    eng["keyed"] = _keyed(eng, lat, lim, keyed_phases)
+    eng["latency_ms"] = lat.pop("latency_ms")
+    eng["latency"] = lat
     setup = {"ticks": ticks, "batch": B, "partitions": P, "scenarios": len(market.config.scenarios),
              "symbols": len(market.symbols), "ticks_per_session": market.ticks_per_session,
              "ticks_per_ms": market.ticks_per_ms, "baseline_ticks": nb, "seed": o["seed"], "host": host}
@@ -237,7 +320,8 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
 
 
 def _shape(shape: str) -> str:
-    return "vendor batches" if shape == "batch" else "one tick per record"
+    return {"batch": "vendor batches", "single": "one tick per record",
+            "symbol-batch": "vendor batches cut into one record per symbol"}[shape]
 
 
 def _n(x: Any) -> str:
@@ -275,4 +359,27 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"{int(count):>10,}{d['symbols']:>9,}{d['scenario_uses_per_tick']:>11}{d['ticks']:>10,}"
                      f"{_n(d['ticks_per_s']):>11}{_n(d.get('ticks_per_cpu_s')):>11}{d['events']:>8,}"
                      f"{d['peak_rss_mb']:>13,.0f}")
+    K = eng["keyed"]
+    lines += ["", f"event time, what the watermark costs: the stream above keyed by source and by symbol; latency at "
+                  f"{L['offered_ticks_per_s']:,.0f} ticks/s offered over {L['scenarios']:,} scenarios",
+              "", f"{'keyed by':<10}{'shape':<9}{'records':>9}{'ticks/rec':>10}{'ticks/s':>10}{'per CPU-s':>11}"
+                  f"{'vs limit':>9}{'waiting':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'waiting':>9}"
+                  f"{'took s':>8}"]
+    for shape in ("batches", "single"):
+        for keying in ("by_source", "by_symbol"):
+            x = K[keying][shape]
+            q = x["latency_ms"]
+            lines.append(f"{keying[3:]:<10}{shape:<9}{x['records']:>9,}{x['ticks_per_record']:>10.2f}"
+                         f"{_n(x['ticks_per_s']):>10}{_n(x['ticks_per_cpu_s']):>11}{_n(x['vs_limit']):>9}"
+                         f"{x['pending_max']:>9,}{_n(q['p50']):>8}{_n(q['p99']):>8}{_n(q['max']):>8}"
+                         f"{x['latency_pending_max']:>9,}{x['latency_phase_seconds']:>8.1f}")
+    offered = K["by_source"]["batches"]["offered_seconds"]
+    lines.append("(batches keyed by symbol: each vendor batch cut into one record per symbol; waiting: the most "
+                 "ticks a shard held for the watermark, throughput phase, then latency phase; took s: the latency "
+                 f"phase's worker, for {offered:g} s of ticks offered: longer, it fell behind)")
+    for shape, label in (("batches", "batches"), ("single", "one tick per record")):
+        rt = K["symbol_vs_source"][shape]
+        lines.append(f"keyed by symbol / by source, {label}: ticks/s {_n(rt['ticks_per_s'])}x, "
+                     f"per CPU-s {_n(rt['ticks_per_cpu_s'])}x, latency p50 {_n(rt['latency_p50'])}x, "
+                     f"p99 {_n(rt['latency_p99'])}x")
     return "\n".join(lines)

@@ -46,11 +46,15 @@ def prefill_count(records: Sequence[Record], window_bytes: int) -> int:
 
 def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callable[[], int], *,
          window_bytes: int, first: int = 0, last: int | None = None, rate: float | None = None,
-         on_sent: Callable[[Record, float], None] | None = None) -> dict[str, Any]:
+         burst: int = 1, on_sent: Callable[[Record, float], None] | None = None,
+         abort: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Produce ``records[first:last]`` to ``topic``. ``progress()`` is the worker's count of ticks
     consumed (of all ``records``). ``rate`` (ticks/s) paces the feed; None sends as fast as the
-    window allows. ``on_sent(record, t)`` is told the wall-clock time each record was handed to
-    the producer."""
+    window allows. Paced, the records are due ``burst`` ticks at a time: the records cut from one
+    vendor message of ``burst`` ticks (one per symbol, one per tick) are handed over together, as
+    the message arrives, whatever their keys. ``on_sent(record, t)`` is told the wall-clock time
+    each record was handed to the producer. While it waits on the worker, ``abort()`` true (the
+    worker failed) ends the feed early: what it returns then counts what was sent."""
     last = len(records) if last is None else last
     # Paced, each record goes out at once (its produce time is the latency's start); flat out, the
     # producer batches as a feed under load would (librdkafka's default linger). That matters on
@@ -64,15 +68,21 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
         bytes_before.append(bytes_before[-1] + len(r[2]))
     t0 = time.monotonic()
     session = records[first - 1][4] if first else records[0][4] if records else 0  # (a roll at `first` waits too)
+    end = last
+    aborted = False
     for i in range(first, last):
         r = records[i]
         if r[4] != session:
             session = r[4]
             p.flush()
             while progress() < ticks_before[i]:
+                if abort():
+                    aborted = True
+                    break
                 time.sleep(0.0005)
         if rate is not None:
-            wait = t0 + (ticks_before[i] - ticks_before[first]) / rate - time.monotonic()
+            due = (ticks_before[i] - ticks_before[first]) // burst * burst
+            wait = t0 + due / rate - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
         else:
@@ -80,7 +90,13 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
                 done = bisect.bisect_right(ticks_before, progress()) - 1
                 if bytes_before[i] - bytes_before[done] < window_bytes:
                     break
+                if abort():
+                    aborted = True
+                    break
                 p.poll(0.001)
+        if aborted:
+            end = i
+            break
         while True:
             try:
                 p.produce(topic, value=r[2], key=r[1], partition=r[0])
@@ -93,8 +109,8 @@ def feed(bootstrap: str, topic: str, records: Sequence[Record], progress: Callab
     left = p.flush(30)
     if left:
         raise RuntimeError(f"{left} tick records were not delivered to the broker")
-    return {"records": last - first, "ticks": ticks_before[last] - ticks_before[first],
-            "bytes": bytes_before[last] - bytes_before[first], "seconds": time.monotonic() - t0}
+    return {"records": end - first, "ticks": ticks_before[end] - ticks_before[first],
+            "bytes": bytes_before[end] - bytes_before[first], "seconds": time.monotonic() - t0}
 
 
 class EventTimer:
@@ -142,10 +158,11 @@ class EventTimer:
             self._ready.set()
 
     async def _read(self, bootstrap: str, topic: str, partitions: int) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    fetch_max_wait_ms=2)
+        from ratiowatch.streams.clients import aio_consumer
+
+        consumer = aio_consumer(bootstrap, client_id="ratiowatch-bench-events", fetch_max_wait_ms=2)
         await consumer.start()
         try:
             tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -31,7 +31,7 @@ from ratiowatch.agents.sessions import session_close_ts_ms
 from ratiowatch.config import Config, load_config, parse_config
 from ratiowatch.streams.ticks import Tick
 
-__all__ = ["BenchMarket", "Record", "batch_records", "single_records"]
+__all__ = ["BenchMarket", "Record", "batch_records", "symbol_batch_records", "single_records", "source_single_records"]
 
 FIRST_LIVE_DAY = date(2026, 3, 2)   # a Monday
 LONG_HISTORY = 260                  # sessions of history for the shipped symbols (windows up to 252)
@@ -209,36 +209,86 @@ def _kept(raw: bytes) -> bytes:
 
 
 def _partition_of(key: str, partitions: int) -> int:
-    import zlib
+    """The partition Kafka's default partitioner gives a keyed record (murmur2, as the Java client,
+    aiokafka and kafka-python compute it): a producer keying by symbol spreads the symbols so."""
+    from aiokafka.partitioner import murmur2
 
-    return zlib.crc32(key.encode()) % partitions
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
 
 
-def batch_records(ticks: list[tuple[str, float, int, int]], batch: int, partitions: int) -> list[Record]:
-    """Vendor batches of ``batch`` ticks (a JSON array per record, as ``encode_ticks`` writes it),
-    spread over the partitions round-robin; a batch never spans two sessions."""
-    out: list[Record] = []
-    i = 0
-    n = len(ticks)
+def _chunks(ticks: list[tuple[str, float, int, int]], batch: int) -> list[tuple[int, int]]:
+    """[start, end) of each vendor message: ``batch`` consecutive ticks, never across a session."""
+    out: list[tuple[int, int]] = []
+    i, n = 0, len(ticks)
     while i < n:
         s = ticks[i][3]
         j = i
         while j < n and j - i < batch and ticks[j][3] == s:
             j += 1
-        p = len(out) % partitions
-        value = _kept(orjson.dumps([{"symbol": t[0], "price": t[1], "ts_ms": t[2]} for t in ticks[i:j]]))
-        out.append(Record((p, b"vendor-%d" % p, value, j - i, s)))
+        out.append((i, j))
         i = j
     return out
 
 
+def _array(ticks: list[tuple[str, float, int, int]]) -> bytes:
+    return _kept(orjson.dumps([{"symbol": t[0], "price": t[1], "ts_ms": t[2]} for t in ticks]))
+
+
+def _one(t: tuple[str, float, int, int]) -> bytes:
+    return _kept(orjson.dumps({"symbol": t[0], "price": t[1], "ts_ms": t[2]}))
+
+
+def batch_records(ticks: list[tuple[str, float, int, int]], batch: int, partitions: int) -> list[Record]:
+    """Vendor batches of ``batch`` ticks (a JSON array per record, as ``encode_ticks`` writes it),
+    keyed by source: the sources ``vendor-0``... take turns, one partition each (round-robin); a
+    batch never spans two sessions."""
+    out: list[Record] = []
+    for k, (i, j) in enumerate(_chunks(ticks, batch)):
+        p = k % partitions
+        out.append(Record((p, b"vendor-%d" % p, _array(ticks[i:j]), j - i, ticks[i][3])))
+    return out
+
+
+def symbol_batch_records(ticks: list[tuple[str, float, int, int]], batch: int, partitions: int) -> list[Record]:
+    """The same vendor messages as :func:`batch_records`, each cut into one record per symbol (a
+    JSON array of that symbol's ticks, in order), keyed by the symbol: the default partitioner
+    spreads the symbols over the partitions. The records of one message go out together, in the
+    order of each symbol's first tick in it."""
+    part: dict[str, int] = {}
+    out: list[Record] = []
+    for i, j in _chunks(ticks, batch):
+        by_sym: dict[str, list[tuple[str, float, int, int]]] = {}
+        for t in ticks[i:j]:
+            by_sym.setdefault(t[0], []).append(t)
+        for sym, rows in by_sym.items():
+            p = part.get(sym)
+            if p is None:
+                p = part[sym] = _partition_of(sym, partitions)
+            out.append(Record((p, sym.encode(), _array(rows), len(rows), rows[0][3])))
+    return out
+
+
 def single_records(ticks: list[tuple[str, float, int, int]], partitions: int) -> list[Record]:
-    """One tick per record, keyed by symbol (partition by a stable hash of the symbol)."""
+    """One tick per record, keyed by symbol (the default partitioner's partition for the symbol)."""
     part = {}
     out: list[Record] = []
-    for sym, price, ts, s in ticks:
+    for t in ticks:
+        sym = t[0]
         p = part.get(sym)
         if p is None:
             p = part[sym] = _partition_of(sym, partitions)
-        out.append(Record((p, sym.encode(), _kept(orjson.dumps({"symbol": sym, "price": price, "ts_ms": ts})), 1, s)))
+        out.append(Record((p, sym.encode(), _one(t), 1, t[3])))
+    return out
+
+
+def source_single_records(ticks: list[tuple[str, float, int, int]], batch: int,
+                          partitions: int) -> list[Record]:
+    """One tick per record, keyed by source: the ticks of :func:`batch_records`'s vendor message
+    ``k`` each in a record of their own, keyed ``vendor-<k mod partitions>`` on that partition.
+    The partitions hold what they hold with batches, one record a tick."""
+    out: list[Record] = []
+    for k, (i, j) in enumerate(_chunks(ticks, batch)):
+        p = k % partitions
+        key = b"vendor-%d" % p
+        out.extend(Record((p, key, _one(t), 1, t[3])) for t in ticks[i:j])
     return out

@@ -73,15 +73,36 @@ class _Clock:
 
 
 async def _measure(counter: Any, expected: int, progress: Any, clock: _Clock,
-                   done: Any = None) -> tuple[float, float]:
+                   done: Any = None, app: Any = None) -> tuple[float, float]:
     """(seconds, CPU seconds) from ``clock`` start until ``counter()`` reaches ``expected`` (and
-    ``done()``), keeping ``progress`` up to date for the feeder."""
+    ``done()``), keeping ``progress`` up to date for the feeder. If the faust ``app`` or its
+    consumer crashes meanwhile, it raises at once with the reason (the ticks would never come)."""
     while True:
         n = counter()
         progress.value = n
         if n >= expected and (done is None or done()):
             return time.perf_counter() - clock.t0, _cpu_s() - clock.cpu0
+        if app is not None:
+            _check_alive(app)
         await asyncio.sleep(POLL_S)
+
+
+def _check_alive(app: Any) -> None:
+    for service in (app, getattr(app, "_consumer", None)):
+        if service is not None and service.crashed:
+            reason = service.crash_reason
+            raise RuntimeError(f"{service.label} crashed: {type(reason).__name__}: {reason}")
+
+
+async def _stop(app_or_role: Any, failed: bool) -> None:
+    """Stops the worker; after a crash, within a bound (a crashed faust app may not stop cleanly)."""
+    if not failed:
+        await app_or_role.stop()
+        return
+    try:
+        await asyncio.wait_for(app_or_role.stop(), 30)
+    except Exception:  # the crash is what is reported
+        pass
 
 
 def _profiler(spec: dict[str, Any]) -> Any:
@@ -108,10 +129,12 @@ def _save_profile(profiler: Any, spec: dict[str, Any]) -> None:
 # --- limit ------------------------------------------------------------------------------------
 
 async def limit(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any]:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=spec["bootstrap"], group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+    from ratiowatch.streams.clients import aio_consumer
+
+    consumer = aio_consumer(spec["bootstrap"], client_id="ratiowatch-bench-limit",
+                            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
     await consumer.start()
     tps = [TopicPartition(spec["topic"], p) for p in range(spec["partitions"])]
     consumer.assign(tps)
@@ -182,13 +205,15 @@ async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, 
     while not (app.consumer.assignment() and not app.rebalancing and app.tables.recovery.completed.is_set()):
         await asyncio.sleep(0.05)
     clock = _Clock()
-    measure = asyncio.ensure_future(_measure(lambda: state["ticks"], spec["ticks"], progress, clock))
+    measure = asyncio.ensure_future(_measure(lambda: state["ticks"], spec["ticks"], progress, clock, app=app))
     clock.start()
     conn.send(("ready", {}))
+    failed = True
     try:
         seconds, cpu = await measure
+        failed = False
     finally:
-        await app.stop()
+        await _stop(app, failed)
     return {"ticks": state["ticks"], "seconds": seconds, "cpu_s": round(cpu, 2), "ratios": state["ratios"],
             "peak_rss_mb": round(_rss_mb(), 1)}
 
@@ -214,14 +239,16 @@ async def engine(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, An
     await rt.start()
     profiler = _profiler(spec)
     clock = _Clock()
-    measure = asyncio.ensure_future(_measure(lambda: c["ticks_in"], spec["ticks"], progress, clock, done))
+    measure = asyncio.ensure_future(_measure(lambda: c["ticks_in"], spec["ticks"], progress, clock, done, rt.app))
     clock.start()
     conn.send(("ready", {"scenarios": len(market.config.scenarios), "symbols": len(market.symbols)}))
+    failed = True
     try:
         seconds, cpu = await measure
+        failed = False
     finally:
         _save_profile(profiler, spec)
-        await rt.stop()
+        await _stop(rt, failed)
     return {"ticks": c["ticks_in"], "seconds": seconds, "cpu_s": round(cpu, 2),
             "peak_rss_mb": round(_rss_mb(), 1), "rss_ready_mb": round(rss_ready, 1),
             "counters": {k: v for k, v in sorted(c.items())}, "pid": os.getpid()}

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from ratiowatch.agents import metric as _metric
 from ratiowatch.errors import ConfigError
 
 __all__ = [
@@ -46,21 +47,14 @@ class SeriesSpec:
         return self.legs[0]
 
     def value(self, prices: dict[str, float]) -> float | None:
-        """The series value from one price per leg; None for a ratio over a zero leg."""
-        if self.kind == "ratio":
-            b = prices[self.legs[1]]
-            return prices[self.legs[0]] / b if b != 0 else None
-        if self.kind == "spread":
-            return prices[self.legs[0]] - prices[self.legs[1]]
-        return prices[self.legs[0]]
+        """The series value from one price per leg (``agents.metric.series_value``); None for a
+        ratio over a zero leg."""
+        b = prices[self.legs[1]] if len(self.legs) > 1 else None
+        return _metric.series_value(self.kind, prices[self.legs[0]], b)
 
     def change(self, value: float, past: float) -> float | None:
-        """The lookback metric: relative for ratios and levels, a difference for spreads
-        (a spread can cross zero, where a relative change means nothing). A relative change from
-        a past value <= 0 (a signed level such as T10Y2Y) is undefined: None."""
-        if self.kind == "spread":
-            return value - past
-        return value / past - 1.0 if past > 0 else None
+        """The lookback metric (relative, or a difference for spreads): ``agents.metric.change``."""
+        return _metric.change(self.kind == "spread", value, past)
 
 
 def parse_series(text: str) -> SeriesSpec:
@@ -85,7 +79,9 @@ class Rule:
 
     ``direction`` "up" fires when the metric crosses up through ``threshold`` (``above:``) and
     re-arms once it falls below ``rearm``; "down" is the mirror image (``below:``).
-    ``lookback`` None means a level rule: the metric is the series value itself.
+    ``transform`` is how the metric is made from the series (``agents.metric``): "value" (the
+    series itself), "lookback", "ma", "high", "low" (each over ``sessions``) or "streak".
+    ``lookback`` is ``sessions`` for a lookback rule and None otherwise (the events carry it).
     """
 
     name: str  # "trigger" or the confirmation label
@@ -94,15 +90,32 @@ class Rule:
     direction: str  # "up" | "down"
     threshold: float
     rearm: float
+    transform: str = ""  # "" from positional construction: derived from lookback below
+    sessions: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.transform:
+            object.__setattr__(self, "transform", "value" if self.lookback is None else "lookback")
+            object.__setattr__(self, "sessions", self.lookback)
+
+    @property
+    def earlier_closes(self) -> int:
+        """Closes before the current value this rule needs (what the engine keeps for it)."""
+        return _metric.earlier_closes(self.transform, self.sessions)
 
     def describe(self) -> str:
         """The rule in words, e.g. 'IWM/SPY 63-session change >= +10.00%'."""
         op = ">=" if self.direction == "up" else "<="
-        if self.lookback is None:
-            return f"{self.series.name} {op} {self.threshold:g}"
+        t, n, name = self.transform, self.sessions, self.series.name
+        if t == "value":
+            return f"{name} {op} {self.threshold:g}"
+        if t == "streak":
+            return f"{name} streak {op} {self.threshold:+g} sessions (up > 0, down < 0)"
+        what = {"lookback": f"{n}-session change", "ma": f"vs its {n}-session average",
+                "high": f"vs its {n}-session high", "low": f"vs its {n}-session low"}[t]
         if self.series.kind == "spread":
-            return f"{self.series.name} {self.lookback}-session change {op} {self.threshold:+g}"
-        return f"{self.series.name} {self.lookback}-session change {op} {self.threshold * 100:+.2f}%"
+            return f"{name} {what} {op} {self.threshold:+g}"
+        return f"{name} {what} {op} {self.threshold * 100:+.2f}%"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +129,8 @@ class Scenario:
     notify: tuple[str, ...]
     notify_resolved: bool
     group_window_s: float
+    # How many confirmations must be met for the trigger to fire (None: it fires on its own).
+    require: int | None = None
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -127,7 +142,8 @@ class Scenario:
 
     @property
     def max_lookback(self) -> int:
-        return max([r.lookback or 0 for r in self.rules] + list(self.windows) + [0])
+        """The most closes before the current value any rule or window of the scenario needs."""
+        return max([r.earlier_closes for r in self.rules] + list(self.windows) + [0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +300,23 @@ class _Keys:
         return v
 
 
-_RULE_KEYS = {"series", "lookback", "above", "below", "rearm"}
+_RULE_KEYS = {"series", "above", "below", "rearm", *_metric.TRANSFORMS}
+
+
+def _parse_transform(k: _Keys) -> tuple[str, int | None]:
+    """The rule's one transform: (name, sessions); ("value", None) without any."""
+    given = [t for t in _metric.TRANSFORMS if k.raw.get(t) is not None]
+    if len(given) > 1:
+        raise ConfigError(k.file, k.where, f"has both {given[0]!r} and {given[1]!r}: a rule takes at most one "
+                          f"transform ({', '.join(_metric.TRANSFORMS)}); write two rules")
+    if not given:
+        return "value", None
+    t = given[0]
+    if t == "streak":
+        if k.raw[t] is not True:
+            raise k.err(t, f"must be true (the metric counts sessions up or down in a row), got {k.raw[t]!r}")
+        return t, None
+    return t, k.integer(t, minimum=1)
 
 
 def _parse_rule(k: _Keys, name: str) -> Rule:
@@ -292,7 +324,8 @@ def _parse_rule(k: _Keys, name: str) -> Rule:
         series = parse_series(k.string("series"))
     except ValueError as e:
         raise k.err("series", str(e)) from None
-    lookback = k.integer("lookback", None, minimum=1)
+    transform, sessions = _parse_transform(k)
+    lookback = sessions if transform == "lookback" else None
     has_above, has_below = k.raw.get("above") is not None, k.raw.get("below") is not None
     if has_above and has_below:
         raise ConfigError(k.file, k.where, "has both 'above' and 'below': a rule fires in one direction; "
@@ -306,7 +339,20 @@ def _parse_rule(k: _Keys, name: str) -> Rule:
         raise k.err("rearm", f"must be <= the threshold {threshold:g} for an 'above' rule, got {rearm:g}")
     if direction == "down" and rearm < threshold:
         raise k.err("rearm", f"must be >= the threshold {threshold:g} for a 'below' rule, got {rearm:g}")
-    return Rule(name, series, lookback, direction, threshold, rearm)
+    return Rule(name, series, lookback, direction, threshold, rearm, transform, sessions)
+
+
+def _parse_require(k: _Keys, confirmations: int) -> int | None:
+    v = k.raw.get("require")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise k.err("require", f"must be a whole number of confirmations, got {v!r}")
+    if confirmations == 0:
+        raise k.err("require", "needs confirmations: it counts how many of them must be met for the trigger to fire")
+    if not 1 <= v <= confirmations:
+        raise k.err("require", f"must be between 1 and {confirmations} (the number of confirmations), got {v}")
+    return v
 
 
 def _parse_settings(file: str, raw: Any) -> Settings:
@@ -397,7 +443,7 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
         sid = s.get("id") if isinstance(s, dict) else None
         where = f"scenarios[{i}]" + (f" (id {sid})" if isinstance(sid, str) else "")
         k = _Keys(file, where, s, {"id", "title", "description", "trigger", "confirmations", "windows",
-                                   "notify", "notify_resolved", "group_window_s"})
+                                   "notify", "notify_resolved", "group_window_s", "require"})
         sid = k.string("id")
         if not _ID_RE.match(sid):
             raise k.err("id", f"{sid!r} must be lowercase letters, digits, '-', '_' or '.' (at most 64)")
@@ -421,6 +467,7 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
                 raise ck.err("label", f"{label!r} is used twice in this scenario (or is the reserved 'trigger')")
             labels.add(label)
             confs.append(_parse_rule(ck, label))
+        require = _parse_require(k, len(confs))
         wraw = s.get("windows", [21, 63, 126, 252])
         if not isinstance(wraw, list) or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in wraw):
             raise k.err("windows", f"must be a list of whole numbers >= 1, got {wraw!r}")
@@ -441,6 +488,7 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
             notify=tuple(notify),
             notify_resolved=k.boolean("notify_resolved", False),
             group_window_s=k.number("group_window_s", 0.0, minimum=0),
+            require=require,
         )
         if known is not None:
             for r in sc.rules:

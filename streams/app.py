@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 import faust
 
 from .broker import EmbeddedBroker
+from .clients import check_reachable
 from .faust_consumer import BatchHandler, RoundHook, Transport, check_faust_version
 from .topics import APP_ID, all_topics, topic_configs
 
@@ -45,6 +46,7 @@ def ensure_topics_exist(bootstrap: str, partitions: int, app_id: str = APP_ID, *
     # kafka-python 2.3's newest ApiVersions probe gets an answer from the embedded broker it cannot
     # decode (it falls back, after logging an error); Kafka >= 3.0 speaks what (3, 0) selects.
     client.setdefault("api_version", (3, 0))
+    check_reachable(bootstrap)
     # A plain consumer's metadata tells which topics exist: the admin client's list_topics parses
     # fields the embedded broker fills differently and fails on it.
     probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-probe", enable_auto_commit=False, **client)

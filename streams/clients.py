@@ -16,7 +16,8 @@ from typing import Any
 
 from .kafka_settings import KafkaSecurity, aiokafka_kwargs, kafka_python_kwargs, load_kafka_security
 
-__all__ = ["security", "aio_producer", "aio_consumer", "kafka_python_kwargs_for"]
+__all__ = ["security", "aio_producer", "aio_consumer", "kafka_python_kwargs_for", "check_reachable",
+           "BrokerUnreachable"]
 
 # kafka-python 2.3's newest ApiVersions probe gets an answer from the embedded broker that it
 # cannot decode (it falls back after logging an ERROR); Kafka >= 3.0 speaks what (3, 0) selects.
@@ -52,6 +53,33 @@ def aio_consumer(bootstrap: str, *, client_id: str, group_id: str | None = None,
     settings.update(kw)
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id=client_id, group_id=group_id,
                             **aiokafka_kwargs(security(sec)), **settings)
+
+
+class BrokerUnreachable(ConnectionError):
+    """No bootstrap server of the cluster accepts a connection."""
+
+
+def check_reachable(bootstrap: str, timeout_s: float = 10.0) -> None:
+    """Raise :class:`BrokerUnreachable` unless some bootstrap server accepts a TCP connection
+    within ``timeout_s``. kafka-python's clients retry an unreachable cluster for minutes; a role
+    must rather fail at start, saying so (its restart policy tries again)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    errors = []
+    while True:
+        for hostport in bootstrap.split(","):
+            host, _, port = hostport.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=2.0).close()
+                return
+            except OSError as e:
+                errors.append(f"{hostport}: {e.strerror or e}")
+        if time.monotonic() >= deadline:
+            raise BrokerUnreachable(f"cannot reach the broker at {bootstrap} within {timeout_s:g}s "
+                                    f"({'; '.join(errors[-len(bootstrap.split(',')):])})")
+        time.sleep(0.5)
 
 
 def kafka_python_kwargs_for(sec: KafkaSecurity | None = None) -> dict[str, Any]:

@@ -11,6 +11,13 @@ One :class:`FeedClient` holds one connection (``ws://`` or ``wss://``) and keeps
    alive while the vendor sends nothing), reconnect with exponential backoff and jitter, and
    subscribe again.
 
+A vendor with a handshake (authenticate, then subscribe, then acknowledgements and errors: Alpaca,
+Finnhub, Coinbase) is driven by a ``protocol`` object (:mod:`.sources.base`), created afresh for
+each connection: it says what to send and when, and which vendor errors are fatal. A fatal one
+(authentication failed, an HTTP 401/403 at the handshake, a plan limit) ends :meth:`run` with
+:class:`~.sources.base.FeedFatalError` instead of reconnecting: a retry storm against the vendor
+fixes nothing.
+
 Ticks missed while disconnected or while the feed was quiet are reported as a ``gap`` status,
 never papered over with made-up prices. Publishing errors (e.g. Kafka unavailable) end :meth:`run`
 with the error: a tick that cannot be published must not be acknowledged by moving on.
@@ -29,9 +36,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .feed_formats import get_format
+from .sources.base import FeedFatalError, ProtocolFactory, Reply
 from .ticks import Rejected, Tick, dlq_record, parse_tick_obj
 
 __all__ = ["FeedClient", "render_subscribe", "redact_url", "kafka_sinks"]
@@ -41,6 +49,18 @@ log = logging.getLogger(__name__)
 PublishTicks = Callable[[list[Tick]], Awaitable[None]]
 PublishDlq = Callable[[bytes], Awaitable[None]]
 SubscribeTemplate = dict | str | list | None
+
+
+class _NoFrames(logging.Filter):
+    """websockets logs every frame and the request line at DEBUG: an auth frame carries a key, a
+    request line a token. Those records are dropped; the rest of websockets' logging stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(("> ", "< ")))
+
+
+_ws_log = logging.getLogger("ratiowatch.streams.feed.websockets")
+_ws_log.addFilter(_NoFrames())
 
 
 def redact_url(url: str) -> str:
@@ -90,16 +110,19 @@ class FeedClient:
     it is a parameter so tests can pin it.
     """
 
-    def __init__(self, url: str, *, fmt: str, symbols: Iterable[str], publish_ticks: PublishTicks,
+    def __init__(self, url: str, *, fmt: str = "plain", symbols: Iterable[str], publish_ticks: PublishTicks,
                  publish_dlq: PublishDlq, subscribe: SubscribeTemplate = None, silence_s: float = 10.0,
                  backoff: tuple[float, float] = (0.5, 30.0), on_status: Callable[[dict], Any] | None = None,
                  known_symbols: Iterable[str] | None = None, gap_s: float | None = None,
                  ping_interval: float = 20.0, max_message_bytes: int = 8 * 2**20,
-                 ssl: _ssl.SSLContext | None = None, clock: Callable[[], float] = time.time) -> None:
+                 ssl: _ssl.SSLContext | None = None, clock: Callable[[], float] = time.time,
+                 protocol: ProtocolFactory | None = None) -> None:
         scheme = urlsplit(url).scheme
         if scheme not in ("ws", "wss"):
             raise ValueError(f"feed url must start with ws:// or wss://, got {redact_url(url)!r}")
-        self._format = get_format(fmt)  # KeyError naming the choices
+        # A vendor protocol replaces the stateless format and the subscribe template.
+        self.protocol = protocol
+        self._format = get_format(fmt) if protocol is None else None  # KeyError naming the choices
         lo, hi = backoff
         if not 0 < lo <= hi:
             raise ValueError(f"backoff must be (initial, maximum) with 0 < initial <= maximum, got {backoff!r}")
@@ -146,10 +169,17 @@ class FeedClient:
             try:
                 ws = await connect(self.url, ping_interval=self.ping_interval, ping_timeout=self.ping_interval,
                                    close_timeout=min(5.0, self.silence_s), open_timeout=10.0,
-                                   max_size=self.max_message_bytes,
+                                   max_size=self.max_message_bytes, logger=_ws_log,
                                    **({"ssl": self.ssl} if self.ssl is not None else {}))
-            except InvalidURI as e:
-                raise ValueError(f"feed url is invalid: {e}") from None
+            except InvalidURI:  # its message quotes the URL, which may carry a key: say it without
+                raise ValueError(f"feed url is invalid: {redact_url(self.url)!r}") from None
+            except InvalidStatus as e:
+                code = e.response.status_code
+                if code in (401, 403):
+                    await self._status("failed", reason=f"HTTP {code} at the handshake")
+                    raise FeedFatalError(f"feed {self.source}: the server refused the connection with HTTP {code}: "
+                                         f"authentication failed; check the key in the environment") from None
+                reason = f"connect failed: HTTP {code}"
             except (OSError, InvalidHandshake, TimeoutError) as e:
                 reason = f"connect failed: {type(e).__name__}: {e}"
             else:
@@ -171,12 +201,14 @@ class FeedClient:
         """Subscribe and handle messages until the connection drops or goes silent; returns why.
         Only connection errors are caught here: a publishing error propagates and ends :meth:`run`."""
         self.connections += 1
+        proto = self.protocol(self.symbols) if self.protocol is not None else None
+        first_frames = proto.start() if proto is not None else self.subscribe_messages
         try:
-            for text in self.subscribe_messages:
+            for text in first_frames:
                 await ws.send(text)
         except ConnectionClosed as e:
             return f"closed while subscribing: {e}"
-        await self._status("connected", connection=self.connections, subscribed=len(self.subscribe_messages))
+        await self._status("connected", connection=self.connections, subscribed=len(first_frames))
         first = True
         while True:
             try:
@@ -189,10 +221,26 @@ class FeedClient:
             if first:
                 first = False
                 self._attempt = 0  # the connection proved healthy: start the backoff afresh
-            await self._handle(msg)
+            reply = await self._handle(msg, proto)
+            if reply is None:
+                continue
+            if reply.status:
+                missing = proto.missing() if reply.status == "subscribed" and hasattr(proto, "missing") else []
+                await self._status(reply.status, **({"missing": missing} if missing else {}))
+            if reply.fatal:
+                await self._status("failed", reason=reply.fatal)
+                raise FeedFatalError(f"feed {self.source}: {reply.fatal}")
+            try:
+                for text in reply.send:
+                    await ws.send(text)
+            except ConnectionClosed as e:
+                return f"closed while sending: {e}"
+            if reply.retry:
+                return reply.retry
 
-    async def _handle(self, msg: str | bytes) -> None:
+    async def _handle(self, msg: str | bytes, proto: Any = None) -> Reply | None:
         self.messages += 1
+        reply = None
         good: list[Tick] = []
         bad: list[Rejected] = []
         try:
@@ -202,7 +250,11 @@ class FeedClient:
             bad.append(Rejected("not_json", f"not JSON: {e}", text[:2000]))
         else:
             try:
-                items = self._format(doc)
+                if proto is not None:
+                    reply = proto.handle(doc)
+                    items = reply.items
+                else:
+                    items = self._format(doc)
             except Exception as e:  # a format bug must not take the feed down: dead-letter the message
                 log.exception("feed format %s failed", self.fmt)
                 items = []
@@ -223,6 +275,7 @@ class FeedClient:
         for r in bad:
             await self.publish_dlq(dlq_record(r, source=self.source, at_ms=int(now * 1000)))
             self.rejected += 1
+        return reply
 
     async def _check_gap(self, now: float) -> None:
         last = self._last_tick_at

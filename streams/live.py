@@ -1,7 +1,9 @@
 """The live hub: where each scenario stands now, pushed to websocket clients and served as a page.
 
 The engine calls :meth:`LiveHub.publish_status` and :meth:`LiveHub.publish_event`; both return at
-once (they never await a client). :meth:`LiveHub.serve` starts one server on 127.0.0.1 with:
+once (they never await a client). :meth:`LiveHub.serve` starts one server on 127.0.0.1 with the
+routes below; :meth:`LiveHub.routes` gives the same routes to mount on another server (the ops
+server of ``ratiowatch.ops.http`` serves them beside ``/metrics`` on one port):
 
 - ``/ws``     websocket: JSON messages, each with ``type`` ("status" | "event" | "dropped" |
               "subscribed" | "error"). A client may send ``{"subscribe": ["scenario-id", ...]}``
@@ -20,43 +22,29 @@ Fan-out rules:
    dropped and the client is told so with ``{"type": "dropped", "events": N}`` before anything
    else: an event is never dropped silently.
 
-Access: with a token, ``/``, ``/status`` and ``/ws`` require it (``?token=`` or
-``Authorization: Bearer``); a bad one gets HTTP 401 or websocket close 1008 and is counted in
-:attr:`LiveHub.stats`. Browser pages from other origins are refused (cross-site websocket
-hijacking), client messages are capped at ``max_message_bytes`` and rate-limited per client.
+Access (``live_http.py``, where the HTTP side lives): with a token, ``/``, ``/status`` and ``/ws``
+require it (``?token=`` or ``Authorization: Bearer``); a bad one gets HTTP 401 or websocket close
+1008 and is counted in :attr:`LiveHub.stats`. Browser pages from other origins are refused
+(cross-site websocket hijacking), client messages are capped at ``max_message_bytes`` and
+rate-limited per client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import http
 import logging
 import time
 from collections import deque
-from email.utils import formatdate
-from importlib import resources
 from typing import Any, Callable, Iterable
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosedError
-from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
 
-__all__ = ["LiveHub", "ClientQueue"]
+from .live_http import LiveRoutes
+
+__all__ = ["LiveHub", "LiveRoutes", "ClientQueue"]
 
 log = logging.getLogger(__name__)
-
-# The page may load only its own files and talk only to its own server: nothing from outside.
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-_ASSETS = {"/": ("status.html", "text/html; charset=utf-8"),
-           "/status.js": ("status.js", "text/javascript; charset=utf-8"),
-           "/status.css": ("status.css", "text/css; charset=utf-8")}
-_PUBLIC = {"/status.js", "/status.css"}  # code, not data: no token needed
 
 
 def _dumps(obj: Any) -> str:
@@ -325,88 +313,16 @@ class LiveHub:
             while (text := c.next_message()) is not None:
                 await ws.send(text)  # waits only for this client's socket
 
-    async def _handle(self, ws: ServerConnection, token: str | None) -> None:
-        self.stats["connections"] += 1
-        if not _authorized(ws.request, token):
-            self.stats["unauthorized"] += 1
-            log.warning("live: refused a websocket from %s: bad or missing token", ws.remote_address)
-            await ws.close(CloseCode.POLICY_VIOLATION, "unauthorized")
-            return
-        c = self.attach()
-        writer = asyncio.create_task(self._write(ws, c))
-        try:
-            async for raw in ws:
-                if not self._on_message(c, raw):
-                    log.warning("live: closing %s: too many messages", ws.remote_address)
-                    await ws.close(CloseCode.POLICY_VIOLATION, "rate limit")
-                    break
-        except ConnectionClosedError as e:
-            if e.sent is not None and e.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                self.stats["oversized"] += 1
-        finally:
-            self.detach(c)
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+    # --- HTTP and websocket ----------------------------------------------------------------------
 
-    # --- HTTP ------------------------------------------------------------------------------------
-
-    def _process_request(self, conn: ServerConnection, req: Request, token: str | None,
-                         assets: dict[str, bytes]) -> Response | None:
-        url = urlsplit(req.path)
-        origin = req.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != req.headers.get("Host", ""):
-            # A page from another site (or a rebinding DNS name) must not read our data.
-            self.stats["bad_origin"] += 1
-            return _response(403, b"cross-origin requests are refused\n", "text/plain; charset=utf-8")
-        if url.path == "/ws":
-            return None  # the websocket handshake; the token is checked in _handle (close 1008)
-        if url.path not in _ASSETS and url.path != "/status":
-            return _response(404, b"not found: try /, /status or /ws\n", "text/plain; charset=utf-8")
-        if url.path not in _PUBLIC and not _authorized(req, token):
-            self.stats["unauthorized"] += 1
-            return _response(401, b"a token is required: ?token=... or Authorization: Bearer ...\n",
-                             "text/plain; charset=utf-8", [("WWW-Authenticate", 'Bearer realm="ratiowatch"')])
-        if url.path == "/status":
-            body = orjson.dumps({"scenarios": list(self.snapshot().values())}, default=str)
-            return _response(200, body, "application/json")
-        name, ctype = _ASSETS[url.path]
-        extra = [("Content-Security-Policy", _CSP)] if name.endswith(".html") else []
-        return _response(200, assets[name], ctype, extra)
+    def routes(self, token: str | None = None) -> LiveRoutes:
+        """The page, ``/status`` and ``/ws`` for one token, to mount on a websockets server:
+        :meth:`serve` does, and so does the ops server (ratiowatch.ops.http) on its own port."""
+        return LiveRoutes(self, token)
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> Server:
-        """Start the server (``port=0``: any free port, see ``server.sockets``). Close it with
-        ``server.close(); await server.wait_closed()``. Binds 127.0.0.1 unless told otherwise."""
-        if token is not None and not token.strip():
-            raise ValueError("token must be a non-empty string, or None for no token")
-        web = resources.files("ratiowatch.streams").joinpath("web")
-        assets = {name: web.joinpath(name).read_bytes() for name, _ in _ASSETS.values()}
-        return await serve(
-            lambda ws: self._handle(ws, token), host, port,
-            process_request=lambda conn, req: self._process_request(conn, req, token, assets),
-            max_size=self.max_message_bytes,
-            # Every client gets the same texts; compressing them per client would cost CPU per client.
-            compression=None,
-            ping_interval=20, ping_timeout=20, close_timeout=5,
-            server_header=None,
-        )
-
-
-def _authorized(req: Request, token: str | None) -> bool:
-    if token is None:
-        return True
-    given = None
-    auth = req.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        given = auth[7:].strip()
-    else:
-        q = parse_qs(urlsplit(req.path).query).get("token")
-        given = q[0] if q else None
-    return given is not None and hmac.compare_digest(given.encode(), token.encode())
-
-
-def _response(status: int, body: bytes, ctype: str, extra: Iterable[tuple[str, str]] = ()) -> Response:
-    headers = Headers([("Date", formatdate(usegmt=True)), ("Connection", "close"),
-                       ("Content-Length", str(len(body))), ("Content-Type", ctype),
-                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-                       ("Referrer-Policy", "no-referrer"), *extra])
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+        """Start a server of its own (``port=0``: any free port, see ``server.sockets``). Close it
+        with ``server.close(); await server.wait_closed()``. Binds 127.0.0.1 unless told otherwise."""
+        routes = self.routes(token)
+        return await serve(routes.handle, host, port, process_request=routes.process_request,
+                           **routes.server_options())

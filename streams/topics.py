@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["APP_ID", "TopicSpec", "topic_configs", "TICKS", "TICKS_DLQ", "SHARD_TICKS", "EVENTS", "DELIVERIES",
-           "NOTIFICATIONS_DLQ", "SCENARIO_STATUS", "STATE_TABLE", "SENT_TABLE", "changelog", "all_topics"]
+           "NOTIFICATIONS_DLQ", "SCENARIO_STATUS", "STATE_TABLE", "changelog", "all_topics"]
 
 APP_ID = "ratiowatch"
 
@@ -23,7 +23,6 @@ NOTIFICATIONS_DLQ = "notifications.dlq"  # notifications that exhausted their re
 SCENARIO_STATUS = "scenario-status"  # key: scenario id; value: its latest status JSON (compacted)
 
 STATE_TABLE = "scenario-state"      # scenario id -> its series, closes, armed flags, applied offset
-SENT_TABLE = "notifications-sent"   # (event_id, channel) -> delivery record, written after success
 
 
 def changelog(table: str, app_id: str = APP_ID) -> str:
@@ -54,7 +53,6 @@ def all_topics(partitions: int = 8, app_id: str = APP_ID) -> list[TopicSpec]:
         TopicSpec(SCENARIO_STATUS, partitions, compacted=True,
                   doc="each scenario's latest status, read whole by every web process"),
         TopicSpec(changelog(STATE_TABLE, app_id), partitions, compacted=True, doc="scenario state changelog"),
-        TopicSpec(changelog(SENT_TABLE, app_id), partitions, compacted=True, doc="delivered (event, channel) pairs"),
     ]
 
 

@@ -112,14 +112,15 @@ def test_a_missing_witness_event_counts_its_ticks_as_lost():
 @pytest.mark.broker
 async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
     """Lateness used to be judged against the last flush, so a tick 25 days old, late when the days
-    come one by one, was applied when they came in one shard record (and changed the events)."""
+    come one by one, was applied when they came in one record (and changed the events). It is now
+    judged in its partition's order, by the route stage; ``idle()`` covers the ticks the event-time
+    gate still holds, so no wait stands in for the last day."""
     import asyncio
     import time
 
     from aiokafka import AIOKafkaProducer
 
     from ratiowatch.agents.engine import ShardEngine
-    from ratiowatch.agents.shards import encode_shard_segments, shard_of
     from ratiowatch.config import load_config
     from ratiowatch.roles.engine import EngineRole
     from ratiowatch.streams import topics as T
@@ -136,22 +137,20 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
     late = {"symbol": "AAA", "price": 99.5, "ts_ms": t0 + 14 * day}  # 25 days behind, on a day that was 101
     with EmbeddedBroker() as broker:
         ensure_topics(broker, 2)
-        # One shard record with forty days and then the late tick, as the route stage writes what
-        # it fetched in one go when a worker catches up after a restart.
-        n = shard_of("lvl", 2)
-        rows = [("AAA", p, t0 + i * day) for i, p in enumerate(prices)] + [tuple(late.values())]
+        # Forty days and then the late tick in one ticks record, as a feed catching up writes it:
+        # the route stage gets them in one fetch and sends them on in one shard record.
+        rows = [{"symbol": "AAA", "price": p, "ts_ms": t0 + i * day} for i, p in enumerate(prices)] + [late]
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
-        await producer.send_and_wait(T.SHARD_TICKS, encode_shard_segments([(0, 0, rows)]), key=b"%d" % n, partition=n)
+        await producer.send_and_wait(T.TICKS, orjson.dumps(rows), key=b"feed", partition=0)
         await producer.stop()
         rt = EngineRole(cfg, broker_url=broker.url, datadir=str(tmp_path / "d"))
         await rt.start()
         try:
             deadline = time.monotonic() + 60
-            while rt.pipeline.counters["shard_copies_in"] < 41 or not rt.pipeline.idle():
+            while rt.pipeline.counters["ticks_in"] < 41 or not rt.pipeline.idle():
                 assert time.monotonic() < deadline, "the worker did not take the ticks in"
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # the grace period applies the last day
             await rt.app.producer.flush()
         finally:
             await rt.stop()

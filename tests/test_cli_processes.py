@@ -44,9 +44,10 @@ def test_broker_process_shared_by_a_worker_in_another_process(tmp_path):
     (["run", "--config", "/nonexistent/scenarios.yaml"], "/nonexistent/scenarios.yaml: file not found"),
     (["run", "--broker", "localhost:9092"], "--broker must look like kafka://host:port"),
     (["run", "--duration", "-1"], "--duration must be > 0"),
-    (["run", "--serve", "localhost:http"], "--serve must be HOST:PORT"),
+    (["run", "--serve", "localhost:http"], "argument --serve: expected HOST:PORT"),
+    (["run", "--serve", "0.0.0.0:8765"], "needs a token: set RATIOWATCH_TOKEN"),
     (["run", "--feed", "http://127.0.0.1:1/x"], "--feed must be a ws:// or wss:// URL"),
-    (["run", "--feed-format", "fix"], "--feed-format must be one of plain, polygon"),
+    (["run", "--feed-format", "fix"], "--feed-format must be one of plain, polygon, alpaca, finnhub, coinbase"),
     (["run", "--feed-subscribe", "{oops"], "--feed-subscribe is not JSON"),
 ])
 def test_bad_start_input_fails_with_exit_2_and_says_why(argv, needle):
@@ -54,3 +55,28 @@ def test_bad_start_input_fails_with_exit_2_and_says_why(argv, needle):
     out = subprocess.run(RW + argv, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert needle in out.stderr
+
+
+@pytest.mark.parametrize("role", ["engine", "notify", "web", "source"])
+def test_a_role_without_a_broker_says_so_and_exits_2(role):
+    out = subprocess.run(RW + [role], capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in __import__("os").environ.items() if k != "RATIOWATCH_BROKER"})
+    assert out.returncode == 2
+    assert "--broker kafka://HOST:PORT is required" in out.stderr
+
+
+@pytest.mark.parametrize("role", ["engine", "notify", "web", "source", "run"])
+def test_a_role_against_an_unreachable_broker_exits_1_saying_so(role):
+    # Port 1 on loopback: nothing listens there. Each role gives up within its bound (10-15 s).
+    out = subprocess.run(RW + [role, "--broker", "kafka://127.0.0.1:1"] + (["--start-timeout", "10"] if role in
+                         ("engine", "notify", "web") else []), capture_output=True, text=True, timeout=90)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert re.search(r"(cannot reach the broker|could not start within).*127\.0\.0\.1:1", out.stderr), out.stderr[-2000:]
+
+
+def test_a_role_serving_beyond_loopback_without_a_token_is_refused():
+    env = {k: v for k, v in __import__("os").environ.items() if k != "RATIOWATCH_TOKEN"}
+    out = subprocess.run(RW + ["web", "--broker", "kafka://127.0.0.1:1", "--http", "0.0.0.0:9999"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2
+    assert "--http 0.0.0.0:9999: serving on a non-loopback address needs a token" in out.stderr

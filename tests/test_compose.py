@@ -1,32 +1,45 @@
 """docker-compose.yml, the Dockerfile and deploy/: what can be checked without a Docker engine.
 
-No Docker engine runs here, so nothing is started. What is checked: the compose file validates with
-``docker-compose config`` (Debian's docker-compose) in both layouts (default, and deploy/ha.env with
-the ha profile); images are pinned; the worker can be scaled; the ha profile is three KRaft nodes
-agreeing on one quorum with replication factor 3; the Dockerfile copies everything ``pip install .``
-needs; and the compose defaults work for real: the scenario file loads with exactly the
-environment compose gives the workers, and its email and push channel URLs deliver to a real SMTP
-server and a real HTTP server on 127.0.0.1 standing in for Mailpit and ntfy.
+No Docker engine runs here, so no container is started. What is checked: the compose file validates
+with ``docker-compose config`` (Debian's docker-compose) in both layouts (default, and deploy/ha.env
+with the ha profile), and refuses to resolve without RATIOWATCH_TOKEN; images are pinned; each of
+the four roles (engine, notify, web, source) is its own service running its own command on its
+default --http port, with a healthcheck on /readyz whose probe is run for real against a real ops
+server (200 passes, 503 fails); engine, notify and web can be scaled (no container_name, no host
+port); the token is interpolated, never written; Prometheus' scrape targets are the compose
+services on the roles' real ports, with the token file the Prometheus service writes; the proxy in
+front of the web copies is a valid Caddy config (``caddy adapt``) that really carries the page,
+/status and /ws with the token to a real web server (when caddy is installed); the ha profile is
+three KRaft nodes agreeing on one quorum with replication factor 3; the Dockerfile copies
+everything ``pip install .`` needs; and the compose defaults work for real: the scenario file loads
+with exactly the environment compose gives the roles, and its email and push channel URLs deliver
+to a real SMTP server and a real HTTP server on 127.0.0.1 standing in for Mailpit and ntfy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
+import time
 import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import apprise
+import orjson
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
 
+from ratiowatch.cli import build_parser
 from ratiowatch.config import load_config
 from ratiowatch.streams.history import available_symbols
 from ratiowatch.streams.simfeed import DEFAULT_SYMBOLS
@@ -34,12 +47,25 @@ from ratiowatch.streams.simfeed import DEFAULT_SYMBOLS
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
 HA_ENV = REPO / "deploy" / "ha.env"
+CADDYFILE = REPO / "deploy" / "Caddyfile"
 SCENARIOS = REPO / "deploy" / "scenarios.compose.yaml"
-RATIOWATCH_SERVICES = ("topics", "worker", "source", "status")
+PROMETHEUS_YML = REPO / "examples" / "prometheus" / "prometheus.yml"
+ROLES = ("engine", "notify", "web", "source")
+SCALABLE = ("engine", "notify", "web")
+RATIOWATCH_SERVICES = ("topics", *ROLES)
+# A token made up for this run: it must reach the services only through interpolation.
+TOKEN = "test-" + secrets.token_hex(16)
 
 
-def _compose_config(env_file: Path, *args: str) -> tuple[int, str, str]:
-    """``docker-compose --env-file ENV_FILE ARGS`` on the repository's compose file."""
+def role_http_port(role: str) -> int:
+    """The role command's default --http port, from the CLI itself (``ratiowatch ROLE --help``)."""
+    parser, _ = build_parser()
+    return parser.parse_args([role]).http.port
+
+
+def _compose_config(env_file: Path, *args: str, token: str | None = TOKEN) -> tuple[int, str, str]:
+    """``docker-compose --env-file ENV_FILE ARGS`` on the repository's compose file, with
+    RATIOWATCH_TOKEN in the environment (as a user's shell gives it) unless ``token`` is None."""
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.fail("docker-compose is not installed: install Debian's docker-compose "
@@ -47,7 +73,9 @@ def _compose_config(env_file: Path, *args: str) -> tuple[int, str, str]:
     # Only the defaults written in the files count: the caller's own settings (the shell, or a .env
     # beside the compose file, which --env-file replaces) must not change what is checked.
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RATIOWATCH_", "KAFKA_", "MAILPIT_", "NTFY_", "COMPOSE_"))}
+           if not k.startswith(("RATIOWATCH_", "KAFKA_", "MAILPIT_", "NTFY_", "COMPOSE_", "PROMETHEUS_"))}
+    if token is not None:
+        env["RATIOWATCH_TOKEN"] = token
     p = subprocess.run([exe, "--project-directory", str(REPO), "-f", str(COMPOSE), "--env-file", str(env_file), *args],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     return p.returncode, p.stdout, p.stderr
@@ -117,6 +145,14 @@ def test_compose_file_validates_quietly(layout, no_env):
     assert rc == 0 and out == "", err
 
 
+@pytest.mark.parametrize("layout", ["default", "ha"])
+def test_compose_refuses_to_start_without_the_token(layout, no_env):
+    """The roles bind 0.0.0.0 in their containers, which ratiowatch refuses without a token: compose
+    says so before starting anything, instead of every role exiting 2 in a restart loop."""
+    rc, _, err = _compose_config(HA_ENV if layout == "ha" else no_env, "config", "-q", token=None)
+    assert rc != 0 and "set RATIOWATCH_TOKEN" in err, err
+
+
 def _version_tag(image: str) -> str | None:
     name, _, tag = image.rpartition(":")
     return tag if name and "/" not in tag else None
@@ -130,21 +166,27 @@ def test_every_image_is_pinned_to_a_release(resolved_ha):
         if "build" not in svc:  # pulled images: a full x.y.z release, never a moving major/minor tag
             assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{svc_name}: {image} is not an x.y.z release"
     images = {s["image"] for s in resolved_ha["services"].values()}
-    assert {"apache/kafka:3.9.1", "axllent/mailpit:v1.22.3", "binwiederhier/ntfy:v2.11.0"} <= images
+    assert {"apache/kafka:3.9.1", "axllent/mailpit:v1.22.3", "binwiederhier/ntfy:v2.11.0", "caddy:2.8.4",
+            "prom/prometheus:v2.53.2"} <= images
     assert "latest" not in COMPOSE.read_text()
     base = re.findall(r"^FROM\s+(\S+)", (REPO / "Dockerfile").read_text(), re.M)
     assert len(base) == 1 and re.fullmatch(r"python:3\.11\.\d+-slim-\w+", base[0]), base
 
 
-def test_worker_is_scalable(resolved):
-    worker = resolved["services"]["worker"]
-    # a fixed name or a host port would make the second copy fail to start
-    assert "container_name" not in worker and "ports" not in worker
-    assert "build" in worker
-    argv = _cmd(worker).split()
-    assert argv[:3] == ["run", "--broker", "kafka://kafka:9092"]
-    assert "--no-sim" in argv  # the single `source` service brings the ticks, not each copy
-    assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+def test_each_role_is_a_service_running_its_own_command(resolved):
+    svcs = resolved["services"]
+    for role in ROLES:
+        svc = svcs[role]
+        argv = _cmd(svc).split()
+        assert argv[:3] == [role, "--broker", "kafka://kafka:9092"], (role, argv)
+        # bound wide inside the container (the healthcheck, Prometheus and the proxy must reach it),
+        # on the port the role uses by default, so docs, probes and scrape configs agree
+        assert f"--http 0.0.0.0:{role_http_port(role)}" in _cmd(svc), role
+        assert svc["restart"] == "unless-stopped", role
+        assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully", role
+        assert "build" in svc, role
+    # nothing runs the all-in-one `ratiowatch run` any more
+    assert not [n for n, s in svcs.items() if _cmd(s).startswith("run")]
 
 
 def test_ratiowatch_services_share_one_image_and_config(resolved):
@@ -153,18 +195,203 @@ def test_ratiowatch_services_share_one_image_and_config(resolved):
     for n in RATIOWATCH_SERVICES:
         assert "--config /etc/ratiowatch/scenarios.yaml" in _cmd(svcs[n]), n
         assert any(t == "/etc/ratiowatch/scenarios.yaml" and ro for _, t, ro in _volumes(svcs[n])), n
-    # exactly one tick source: the other run services have the simulated market switched off
-    runs = [n for n in RATIOWATCH_SERVICES if _cmd(svcs[n]).startswith("run")]
-    assert sorted(n for n in runs if "--no-sim" not in _cmd(svcs[n])) == ["source"]
 
 
-def test_status_page_binds_wide_only_inside_its_container(resolved):
+def _probe_url(svc: dict) -> tuple[list[str], str]:
+    test = svc["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test  # the image has Python, not curl
+    urls = re.findall(r"'(http://[^']+)'", test[3])
+    assert len(urls) == 1, test
+    return test, urls[0]
+
+
+def test_each_role_has_a_healthcheck_on_its_readyz(resolved):
+    for role in ROLES:
+        test, url = _probe_url(resolved["services"][role])
+        assert url == f"http://127.0.0.1:{role_http_port(role)}/readyz", (role, url)
+        hc = resolved["services"][role]["healthcheck"]
+        assert {"interval", "timeout", "retries", "start_period"} <= set(hc), role
+
+
+async def test_the_healthcheck_probe_passes_on_200_and_fails_on_503(resolved):
+    """Each role's probe command, run for real against a real ops server (with the token set, as in
+    compose: /readyz stays open): exit 0 while ready, non-zero while not, and when nothing listens."""
+    from ratiowatch.ops import Health, Metrics, OpsServer
+    from ratiowatch.ops.http import HttpAddress
+
+    health = Health()
+    flag = health.ready_flag("engine", "state recovery in progress")
+    server = await OpsServer(Metrics(), health, token=TOKEN).start(HttpAddress("127.0.0.1", 0))
+    port = server.port
+
+    async def probe(role: str, port: int) -> int:
+        test, url = _probe_url(resolved["services"][role])
+        code = test[3].replace(url, url.replace(f":{role_http_port(role)}/", f":{port}/"))
+        p = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=asyncio.subprocess.DEVNULL,
+                                                 stderr=asyncio.subprocess.DEVNULL)
+        return await asyncio.wait_for(p.wait(), 30)
+
+    try:
+        for role in ROLES:
+            assert await probe(role, port) != 0, role  # 503: not ready
+        flag.ready()
+        for role in ROLES:
+            assert await probe(role, port) == 0, role
+    finally:
+        await server.close()
+    assert await probe("engine", port) != 0  # nobody listening
+
+
+def test_engine_notify_and_web_are_scalable(resolved):
     svcs = resolved["services"]
-    wide = [n for n, s in svcs.items() if "0.0.0.0" in _cmd(s)]
-    assert wide == ["status"]
-    assert "--serve 0.0.0.0:8765" in _cmd(svcs["status"])
-    assert "RATIOWATCH_TOKEN" in svcs["status"]["environment"]
-    assert _ports(svcs["status"]) == [("127.0.0.1", "8765", "8765")]
+    for name in SCALABLE:
+        # a fixed name or a host port would make the second copy fail to start
+        assert "container_name" not in svcs[name] and "ports" not in svcs[name], name
+    assert not [n for n, s in svcs.items() if "container_name" in s]
+
+
+def test_the_token_is_interpolated_never_written(raw, resolved, resolved_ha):
+    """Every service that binds beyond loopback gets RATIOWATCH_TOKEN, and only from the
+    environment: the compose file says ``${RATIOWATCH_TOKEN:?...}`` and nothing committed holds it."""
+    for cfg in (resolved, resolved_ha):
+        svcs = cfg["services"]
+        wide = sorted(n for n, s in svcs.items() if "0.0.0.0" in _cmd(s))
+        assert wide == sorted(ROLES)
+        for n in [*ROLES, "prometheus"]:
+            assert svcs[n]["environment"]["RATIOWATCH_TOKEN"] == TOKEN, n
+    # in the file: every value given to RATIOWATCH_TOKEN is the required interpolation, nothing else
+    text = COMPOSE.read_text()
+    given = re.findall(r"RATIOWATCH_TOKEN:\s*(.+)", text)
+    assert given and all(re.fullmatch(r'"\$\{RATIOWATCH_TOKEN:\?[^}]+\}"', g.strip()) for g in given), given
+    for f in (COMPOSE, HA_ENV, CADDYFILE, PROMETHEUS_YML, SCENARIOS):
+        assert TOKEN not in f.read_text()
+        assert not re.search(r"^\s*RATIOWATCH_TOKEN\s*=", f.read_text(), re.M), f
+
+
+def _prometheus_token_file(svc: dict) -> str:
+    cmd = " ".join(svc["command"]) if isinstance(svc["command"], list) else svc["command"]
+    written = re.findall(r"> *(/\S+)", cmd)
+    assert len(written) == 1, cmd
+    return written[0]
+
+
+def test_prometheus_scrapes_every_role_on_its_real_port(resolved):
+    svcs = resolved["services"]
+    prom = svcs["prometheus"]
+    mounts = {t: src for src, t, ro in _volumes(prom) if ro}
+    assert Path(mounts["/etc/prometheus/prometheus.yml"]) == PROMETHEUS_YML
+    cfg = yaml.safe_load(PROMETHEUS_YML.read_text())
+    for rule_file in cfg["rule_files"]:
+        assert Path(mounts[f"/etc/prometheus/{rule_file}"]) == PROMETHEUS_YML.parent / rule_file
+    token_file = _prometheus_token_file(prom)
+    assert any(token_file.startswith(t.rstrip("/") + "/") for t in prom.get("tmpfs", [])), (token_file, prom)
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    assert set(jobs) == set(ROLES)
+    for role, job in jobs.items():
+        assert job["authorization"]["credentials_file"] == token_file, role
+        port = role_http_port(role)
+        if role in SCALABLE:
+            # every copy a target: DNS service discovery on the service name, not one static address
+            assert "static_configs" not in job, role
+            (sd,) = job["dns_sd_configs"]
+            assert (sd["names"], sd["type"], sd["port"]) == ([role], "A", port), role
+        else:
+            assert job["static_configs"] == [{"targets": [f"{role}:{port}"]}], role
+        assert role in svcs and f"0.0.0.0:{port}" in _cmd(svcs[role]), role
+
+
+def test_the_status_page_is_published_once_through_the_proxy(resolved):
+    svcs = resolved["services"]
+    assert _ports(svcs["proxy"]) == [("127.0.0.1", "8765", "8765")]
+    assert any(Path(src) == CADDYFILE and t == "/etc/caddy/Caddyfile" for src, t, _ in _volumes(svcs["proxy"]))
+    text = CADDYFILE.read_text()
+    # the upstreams are the web service's copies, on the web role's port
+    dyn = re.search(r"dynamic a \{([^}]*)\}", text)
+    assert dyn is not None
+    settings = dict(line.split(None, 1) for line in dyn.group(1).strip().splitlines() if not line.strip().startswith("#"))
+    assert settings["name"].strip() == "web" and int(settings["port"]) == role_http_port("web")
+    assert re.search(r"^http://:8765 \{", text, re.M)  # plain HTTP: Caddy would answer TLS for a host name
+
+
+def _caddy() -> str:
+    exe = shutil.which("caddy")
+    if exe is None:
+        pytest.skip("caddy is not installed (apt-get install caddy): the proxy config is checked by caddy itself")
+    return exe
+
+
+def test_the_caddyfile_is_valid_for_caddy():
+    r = subprocess.run([_caddy(), "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    handler = json.loads(r.stdout)["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]
+    assert handler["handler"] == "reverse_proxy"
+    assert handler["dynamic_upstreams"] == {"source": "a", "name": "web", "port": "8765", "refresh": 5_000_000_000}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_the_proxy_carries_the_page_status_and_websocket_with_the_token(tmp_path):
+    """deploy/Caddyfile run by a real caddy on 127.0.0.1, in front of a real web server (the ops
+    server with the live hub, token set): only the listen address, the DNS name (localhost for the
+    service name) and the upstream port are changed for the test."""
+    import aiohttp
+    from websockets.asyncio.client import connect
+
+    from ratiowatch.ops import Health, Metrics, OpsServer
+    from ratiowatch.ops.http import HttpAddress
+    from ratiowatch.streams.live import LiveHub
+
+    exe = _caddy()
+    hub = LiveHub(scenarios=["small-caps"], min_interval_ms=0)
+    hub.publish_status({"scenario": "small-caps", "title": "Small caps", "armed": True})
+    health = Health()
+    server = await OpsServer(Metrics(), health, token=TOKEN, live=hub).start(HttpAddress("127.0.0.1", 0))
+    listen = _free_port()
+    text = CADDYFILE.read_text()
+    assert "http://:8765 {" in text
+    text = text.replace("http://:8765 {", f"http://127.0.0.1:{listen} {{").replace("name web", "name localhost")
+    text = text.replace("port 8765", f"port {server.port}")
+    conf = tmp_path / "Caddyfile"
+    conf.write_text(text)
+    proc = await asyncio.create_subprocess_exec(exe, "run", "--config", str(conf), "--adapter", "caddyfile",
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                                                env={**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path),
+                                                     "XDG_CONFIG_HOME": str(tmp_path)})
+    base = f"http://127.0.0.1:{listen}"
+    try:
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:  # until caddy answers
+                try:
+                    async with http.get(f"{base}/readyz") as r:
+                        ready = r.status
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert proc.returncode is None, (await proc.stderr.read()).decode()[-2000:]
+                    assert time.monotonic() < deadline, "caddy did not listen within 30 s"
+                    await asyncio.sleep(0.1)
+            assert ready == 200
+            async with http.get(f"{base}/status") as r:
+                assert r.status == 401  # the token is the web role's, and the proxy does not bypass it
+            async with http.get(f"{base}/status", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                assert r.status == 200
+                body = orjson.loads(await r.read())
+            assert "small-caps" in json.dumps(body)
+            async with http.get(f"{base}/?token={TOKEN}") as r:
+                assert r.status == 200 and "text/html" in r.headers["Content-Type"]
+        # a browser's websocket: Origin is the proxy's address, which the Host header it passes matches
+        async with connect(f"ws://127.0.0.1:{listen}/ws?token={TOKEN}", origin=f"http://127.0.0.1:{listen}") as ws:
+            first = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["type"] == "status"
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+        await server.close()
 
 
 def test_host_ports_are_loopback_and_distinct(resolved, resolved_ha):
@@ -220,8 +447,8 @@ def test_ha_profile_is_three_kraft_nodes_with_replication_factor_3(raw, resolved
     brokers = "kafka://kafka-1:9092,kafka-2:9092,kafka-3:9092"
     assert "--replication-factor 3" in _cmd(svcs["topics"])
     for n in RATIOWATCH_SERVICES:
-        assert svcs[n]["environment"]["RATIOWATCH_BROKER"] == brokers
-        assert f"--broker {brokers}" in _cmd(svcs[n])
+        assert svcs[n]["environment"]["RATIOWATCH_BROKER"] == brokers, n
+        assert f"--broker {brokers}" in _cmd(svcs[n]), n
     assert "COMPOSE_PROFILES=ha" in HA_ENV.read_text()
 
 
@@ -249,8 +476,9 @@ def test_dockerfile_copies_what_pip_install_needs():
     assert "ENTRYPOINT [\"ratiowatch\"]" in text and re.search(r"^USER\s+ratiowatch", text, re.M)
 
 
-def test_scenario_file_loads_with_the_environment_compose_gives_the_workers(resolved, history_dir):
-    env = resolved["services"]["worker"]["environment"]
+def test_scenario_file_loads_with_the_environment_compose_gives_the_roles(resolved, history_dir):
+    env = resolved["services"]["notify"]["environment"]
+    assert all(resolved["services"][r]["environment"] == env for r in ROLES)
     cfg = load_config(SCENARIOS, env=env, known_symbols=available_symbols(history_dir))
     assert cfg.channels["email"].url == env["RATIOWATCH_EMAIL_URL"]
     assert cfg.channels["email"].url.startswith("mailto://mailpit:1025?")
@@ -258,14 +486,8 @@ def test_scenario_file_loads_with_the_environment_compose_gives_the_workers(reso
     assert all("email" in s.notify for s in cfg.scenarios)
     # the default tick source is the simulated market: it must price every symbol the scenarios use
     assert cfg.symbols <= set(DEFAULT_SYMBOLS), sorted(cfg.symbols - set(DEFAULT_SYMBOLS))
-    # the status page and the topics job read the same file: the same partition count everywhere
+    # every role and the topics job read the same file: the same partition count everywhere
     assert cfg.settings.partitions == 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_email_channel_url_delivers_over_plain_smtp(resolved):
@@ -282,7 +504,7 @@ def test_email_channel_url_delivers_over_plain_smtp(resolved):
     smtp = Controller(Handler(), hostname="127.0.0.1", port=port)
     smtp.start()
     try:
-        url = resolved["services"]["worker"]["environment"]["RATIOWATCH_EMAIL_URL"]
+        url = resolved["services"]["notify"]["environment"]["RATIOWATCH_EMAIL_URL"]
         local = url.replace("mailpit:1025", f"127.0.0.1:{port}", 1)
         a = apprise.Apprise()
         assert a.add(local)
@@ -313,7 +535,7 @@ def test_push_channel_url_publishes_to_the_ntfy_topic(resolved):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = resolved["services"]["worker"]["environment"]["RATIOWATCH_NTFY_URL"]
+        url = resolved["services"]["notify"]["environment"]["RATIOWATCH_NTFY_URL"]
         local = url.replace("ntfy:80", f"127.0.0.1:{server.server_address[1]}", 1)
         a = apprise.Apprise()
         assert a.add(local)

@@ -52,7 +52,7 @@ class Wiring:
         self.late: list = []
         self.offsets = {p: 0 for p in range(sources)}
         self.ends = {p: 0 for p in range(sources)}  # what the "broker" holds per partition
-        self.router = Router(self.map, signed=CONFIG.settings.signed_symbols, send_shard=self._send,
+        self.router = Router(self.map, signed=CONFIG.settings.signed_symbols, lateness_ms=300_000, send_shard=self._send,
                              dead_letter=self._rejected, positions=lambda: {}, now=self.clock, counters=self.counters)
         self.evaluator = Evaluator(CONFIG, self.map.scenarios, sources=sources, emit=self._emit,
                                    dead_letter=self._late, now=self.clock, counters=self.counters)
@@ -70,9 +70,14 @@ class Wiring:
     async def _late(self, rej, partition) -> None:
         self.late.append(rej)
 
-    async def route(self, partition: int, ticks: list[tuple[str, float, int]], highwater: int) -> None:
+    async def route(self, partition: int, ticks: list[tuple[str, float, int]], highwater: int,
+                    at: int | None = None) -> None:
+        """Route ``ticks`` as records of ``partition`` from offset ``at`` (default: the next one;
+        an earlier one is a re-read, as after faust seeks back to the committed offsets)."""
         import orjson
 
+        if at is not None:
+            self.offsets[partition] = at
         records = []
         for t in ticks:
             records.append(SimpleNamespace(value=orjson.dumps({"symbol": t[0], "price": t[1], "ts_ms": t[2]}),
@@ -141,6 +146,39 @@ def test_random_partition_interleavings_give_the_events_of_event_time_order(pric
     assert w.late == []
     assert sorted(map(key, w.events)) == sorted(map(key, reference_events(ticks)))
     assert all(not sh.gate.pending for sh in w.shards.values())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prices=days, reread=st.lists(st.tuples(st.integers(0, 200), st.integers(1, 60)), min_size=1, max_size=4),
+       order=st.randoms(use_true_random=False))
+def test_records_read_again_are_skipped_exactly_and_never_called_late(prices, reread, order):
+    # Keyed by symbol over two partitions; now and then the router reads a partition again from
+    # an earlier offset (a seek back to the committed offset), in other chunks than the first time.
+    ticks = [(sym, float(f"{p:.4f}"), d * DAY) for d, row in enumerate(prices) for sym, p in zip(SYMBOLS, row)]
+    by_part = {p: [t for i, t in enumerate(ticks) if SYMBOLS.index(t[0]) % 2 == p] for p in (0, 1)}
+
+    async def go() -> Wiring:
+        w = Wiring(2)
+        pos = {0: 0, 1: 0}
+        jumps = iter(reread)
+        while any(pos[p] < len(by_part[p]) for p in by_part):
+            p = order.choice([q for q in by_part if pos[q] < len(by_part[q])])
+            n = order.randint(1, 7)
+            await w.route(p, by_part[p][pos[p]:pos[p] + n], highwater=len(by_part[p]), at=pos[p])
+            pos[p] = min(pos[p] + n, len(by_part[p]))
+            if order.random() < 0.3:
+                back, _ = next(jumps, (None, None))
+                if back is not None:
+                    pos[p] = min(back, pos[p])  # read again from there
+            await w.deliver()
+        w.clock.t += 1.0
+        for sh in w.shards.values():
+            await w.evaluator.release(sh, w.clock())
+        return w
+
+    w = asyncio.run(go())
+    assert w.late == []
+    assert sorted(map(key, w.events)) == sorted(map(key, reference_events(ticks)))
 
 
 def test_a_partition_with_a_backlog_holds_the_watermark_however_long_it_is_silent():

@@ -142,13 +142,14 @@ def test_an_engine_killed_mid_backlog_and_restarted_gives_the_backtest_events(sh
                 time.sleep(0.5)
                 got = read_events(bootstrap, cfg)
             dead = _metric(port, 'ratiowatch_ticks_dead_lettered_total{reason="late"}')
+            dlq = [orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, T.TICKS_DLQ)]
         finally:
             second.terminate()
             second.wait(timeout=30)
     finally:
         broker.terminate()
         broker.wait(timeout=20)
-    assert dead == 0
+    assert dead == 0, [(d["detail"], d["partition"], d["offset"]) for d in dlq[:5]]
     assert got == expected  # nothing lost, nothing twice, nothing moved
 
 

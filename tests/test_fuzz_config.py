@@ -23,6 +23,7 @@ FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCh
 
 KEYS = ["scenarios", "channels", "settings", "id", "title", "description", "trigger", "confirmations", "windows",
         "notify", "notify_resolved", "group_window_s", "series", "lookback", "above", "below", "rearm", "label",
+        "ma", "high", "low", "streak", "require",
         "url", "rate_limit_per_min", "quiet_hours", "timezone", "format", "session_timezone",
         "allowed_lateness_s", "grace_ms", "partitions", "signed_symbols", "console", "unknown"]
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(10**6), max_value=10**6)
@@ -51,6 +52,14 @@ def _check(doc) -> Config | None:
             assert math.isfinite(r.threshold) and math.isfinite(r.rearm)
             assert (r.rearm <= r.threshold) if r.direction == "up" else (r.rearm >= r.threshold)
             assert r.lookback is None or (isinstance(r.lookback, int) and r.lookback >= 1)
+            # One transform per rule; a windowed one carries a whole number of sessions >= 1.
+            assert r.transform in ("value", "lookback", "ma", "high", "low", "streak")
+            if r.transform in ("lookback", "ma", "high", "low"):
+                assert type(r.sessions) is int and r.sessions >= 1
+            else:
+                assert r.sessions is None
+            assert (r.lookback == r.sessions) if r.transform == "lookback" else r.lookback is None
+        assert s.require is None or (type(s.require) is int and 1 <= s.require <= len(s.confirmations))
         assert all(isinstance(w, int) and w >= 1 for w in s.windows)
     assert cfg.settings.partitions >= 1
     return cfg

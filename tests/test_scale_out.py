@@ -1,4 +1,4 @@
-"""Several workers on one broker split the shards; when one is killed the other takes its shards
+"""Several engines on one broker split the shards; when one is killed the other takes its shards
 over, recovers their state from the changelog, and no event is lost or repeated."""
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ RW = str(Path(sys.executable).with_name("ratiowatch"))
 
 
 class Worker:
-    """`ratiowatch -v run --broker URL --no-sim` in its own process, its log collected."""
+    """`ratiowatch -v engine --broker URL` in its own process, its log collected."""
 
     def __init__(self, url: str, cwd: Path) -> None:
         env = dict(os.environ, RATIOWATCH_SESSION_TIMEOUT_S="6")
-        self.proc = subprocess.Popen([RW, "-v", "run", "--broker", url, "--no-sim"], cwd=cwd, env=env,
+        self.proc = subprocess.Popen([RW, "-v", "engine", "--broker", url, "--http", "off"], cwd=cwd, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

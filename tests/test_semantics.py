@@ -49,14 +49,48 @@ def _r12(x):
 
 def _value(kind, legs, last):
     if kind == "ratio":
-        return last[legs[0]] / last[legs[1]]
+        return last[legs[0]] / last[legs[1]] if last[legs[1]] != 0 else None
     if kind == "spread":
         return last[legs[0]] - last[legs[1]]
     return last[legs[0]]
 
 
 def _change(kind, now, past):
-    return now - past if kind == "spread" else now / past - 1.0
+    if kind == "spread":
+        return now - past
+    return now / past - 1.0 if past > 0 else None  # relative from a value <= 0: undefined
+
+
+def reference_metric(rule, hist: list[float], streak: list[int]):
+    """The rule's metric from the full list of closes (current last) and the streak at each of
+    them, straight from the table in README "Scenario semantics"; None while undefined."""
+    kind, n, c = rule.series.kind, rule.sessions, hist[-1]
+    t = rule.transform
+    if t == "value":
+        return c
+    if t == "lookback":
+        return _change(kind, c, hist[-1 - n]) if len(hist) > n else None
+    if t == "ma":
+        return _change(kind, c, sum(hist[-n:]) / n) if len(hist) >= n else None
+    if t == "high":
+        return _change(kind, c, max(hist[-1 - n:-1])) if len(hist) > n else None
+    if t == "low":
+        return _change(kind, c, min(hist[-1 - n:-1])) if len(hist) > n else None
+    if t == "streak":
+        return float(streak[-1]) if len(hist) >= 2 else None
+    raise AssertionError(t)
+
+
+def next_streak(streak: list[int], hist: list[float]) -> int:
+    """s_t = max(s_{t-1}, 0) + 1 up, min(s_{t-1}, 0) - 1 down, else 0; s at the first session is 0."""
+    if len(hist) < 2:
+        return 0
+    prev = streak[-1]
+    if hist[-1] > hist[-2]:
+        return max(prev, 0) + 1
+    if hist[-1] < hist[-2]:
+        return min(prev, 0) - 1
+    return 0
 
 
 def _close_ts_ms(d: date, tz: str) -> int:
@@ -81,6 +115,7 @@ def reference_events(cfg: Config, prices: dict[str, dict[date, float]]) -> list[
         dates = sorted({d for s in syms for d in prices.get(s, {})})
         last: dict[str, float] = {}
         closes: dict[str, list[float]] = {name: [] for name in series}
+        streaks: dict[str, list[int]] = {name: [] for name in series}
         latest: dict[str, float] = {}
         armed: dict[str, bool | None] = {r.name: None for r in rules}
         for d in dates:
@@ -89,26 +124,40 @@ def reference_events(cfg: Config, prices: dict[str, dict[date, float]]) -> list[
             advanced = set()
             for name, (kind, legs) in series.items():
                 if any(leg in today for leg in legs) and all(leg in last for leg in legs):
-                    closes[name].append(_value(kind, legs, last))
+                    v = _value(kind, legs, last)
+                    if v is None:
+                        continue
+                    closes[name].append(v)
+                    streaks[name].append(next_streak(streaks[name], closes[name]))
                     advanced.add(name)
             transitions = []
             for r in rules:
-                if r.series.name not in advanced:
+                required = r is sc.trigger and sc.require is not None
+                if r.series.name in advanced:
+                    m = reference_metric(r, closes[r.series.name], streaks[r.series.name])
+                    if m is not None:
+                        latest[r.name] = m
+                    elif not required:
+                        continue
+                elif not (required and advanced):
                     continue
-                hist = closes[r.series.name]
-                if r.lookback is None:
-                    m = hist[-1]
-                elif len(hist) > r.lookback:
-                    m = _change(r.series.kind, hist[-1], hist[-1 - r.lookback])
-                else:
-                    continue
-                latest[r.name] = m
+                if required:
+                    # Judged whenever any series of the scenario advanced, with its latest metric.
+                    m = latest.get(r.name)
+                    if m is None:
+                        continue
+                ok = True
+                if required:
+                    met = sum(1 for c in sc.confirmations if c.name in latest
+                              and (latest[c.name] >= c.threshold if c.direction == "up" else latest[c.name] <= c.threshold))
+                    ok = met >= sc.require
                 a, up = armed[r.name], r.direction == "up"
                 if a is None:
                     armed[r.name] = m < r.threshold if up else m > r.threshold
                 elif a and (m >= r.threshold if up else m <= r.threshold):
-                    armed[r.name] = False
-                    transitions.append((r, "fired", m))
+                    if ok:
+                        armed[r.name] = False
+                        transitions.append((r, "fired", m))
                 elif not a and (m < r.rearm if up else m > r.rearm):
                     armed[r.name] = True
                     transitions.append((r, "rearmed", m))
@@ -124,7 +173,8 @@ def reference_events(cfg: Config, prices: dict[str, dict[date, float]]) -> list[
                         cm = latest.get(c.name)
                         met = None if cm is None else (cm >= c.threshold if c.direction == "up" else cm <= c.threshold)
                         confs.append({"label": c.name, "series": c.series.name, "met": met, "value": _r12(cm),
-                                      "threshold": c.threshold, "direction": c.direction, "lookback": c.lookback})
+                                      "threshold": c.threshold, "direction": c.direction, "lookback": c.lookback,
+                                      "transform": c.transform, "transform_sessions": c.sessions})
                 flip = {"up": "down", "down": "up"}
                 out.append((d, si, {
                     "schema_version": 1,
@@ -144,6 +194,9 @@ def reference_events(cfg: Config, prices: dict[str, dict[date, float]]) -> list[
                     "description": r.describe(),
                     "windows": windows,
                     "confirmations": confs,
+                    "transform": r.transform,
+                    "transform_sessions": r.sessions,
+                    "require": sc.require if is_trigger else None,
                 }))
     out.sort(key=lambda t: (t[0], t[1]))  # stable: rule order within a scenario and date is kept
     return [e for _, _, e in out]

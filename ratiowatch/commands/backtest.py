@@ -16,7 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from ratiowatch.backtest import format_report, run_backtest, scenario_chart_png
+from ratiowatch.backtest import run_backtest
+from ratiowatch.backtest_report import format_report, scenario_chart_png
 from ratiowatch.config import load_config
 from ratiowatch.streams.history import available_symbols, load_history
 
@@ -46,14 +47,17 @@ def _summary_json(summaries) -> bytes:
         if isinstance(o, date):
             return o.isoformat()
         raise TypeError
-    # orjson wants string keys: the horizon dicts are keyed by int.
-    rows = []
-    for s in summaries:
-        d = dataclasses.asdict(s)
-        for k in ("forward_median", "forward_n", "baseline_median"):
-            d[k] = {str(h): v for h, v in d[k].items()}
-        rows.append(d)
-    return orjson.dumps(rows, default=default, option=orjson.OPT_INDENT_2)
+    # orjson wants string keys: the horizon and met-count dicts are keyed by int.
+    return orjson.dumps(_str_keys([dataclasses.asdict(s) for s in summaries]), default=default,
+                        option=orjson.OPT_INDENT_2)
+
+
+def _str_keys(o):
+    if isinstance(o, dict):
+        return {str(k): _str_keys(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_str_keys(v) for v in o]
+    return o
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 """``ratiowatch bench``: throughput, latency, memory and scaling of the engine against the bare
-consumer and the faust idiom, on the embedded broker. See docs/performance.md."""
+consumer and the faust idiom, and the cost of event time (ticks keyed by source against keyed by
+symbol), on the embedded broker. See docs/performance.md."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import orjson
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
 
 NAME = "bench"
-HELP = "benchmark the engine against a bare consumer and the faust idiom (throughput, latency, memory)"
+HELP = "benchmark the engine against a bare consumer and the faust idiom (throughput, latency, memory, event time)"
 DESCRIPTION = ("Runs, on the embedded broker and the same generated ticks: a bare aiokafka consumer (the limit), "
                "the idiomatic faust agent (the baseline) and ratiowatch's pipeline (the engine), each in a fresh "
-               "process; then the engine's tick-to-event latency at a fixed offered rate and its throughput with "
-               "10, 1,000 and 10,000 scenarios. Checks that every tick sent was processed.")
+               "process; then the engine's tick-to-event latency at a fixed offered rate, its throughput with "
+               "10, 1,000 and 10,000 scenarios, and what event time costs: throughput, latency and the "
+               "watermark's buffer with the ticks keyed by source and keyed by symbol. Checks that every tick "
+               "sent was processed.")
 
 
 def _counts(text: str) -> tuple[int, ...]:

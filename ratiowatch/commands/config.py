@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _rule(r: Rule) -> dict[str, Any]:
     d: dict[str, Any] = {"series": r.series.name}
-    if r.lookback is not None:
-        d["lookback"] = r.lookback
+    if r.transform == "streak":
+        d["streak"] = True
+    elif r.transform != "value":
+        d[r.transform] = r.sessions
     d["above" if r.direction == "up" else "below"] = r.threshold
     d["rearm"] = r.rearm
     d["in_words"] = r.describe()
@@ -58,6 +60,8 @@ def config_document(cfg: Config) -> dict[str, Any]:
         d["trigger"] = _rule(s.trigger)
         if s.confirmations:
             d["confirmations"] = [{"label": c.name, **_rule(c)} for c in s.confirmations]
+        if s.require is not None:
+            d["require"] = s.require
         d.update(windows=list(s.windows), notify=list(s.notify), notify_resolved=s.notify_resolved,
                  group_window_s=s.group_window_s)
         scenarios.append(d)

@@ -13,12 +13,11 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from typing import Any
 
 from ratiowatch.config import Config, load_config
 from ratiowatch.ops.health import Health
-from ratiowatch.ops.http import OpsServer, add_http_argument, http_settings
+from ratiowatch.ops.http import HttpAddress, OpsServer, http_settings, parse_http_address
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.source import KafkaTickSink, add_source_arguments, run_sources, source_options_from_args
 from ratiowatch.streams.history import available_symbols
@@ -38,9 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop cleanly after this many seconds (default: until Ctrl-C)")
     p.add_argument("--partitions", type=int, default=None, help="engine partitions (default: settings.partitions)")
-    add_http_argument(p, 8765, flag="--serve")
-    p.set_defaults(serve=None)  # run serves nothing unless asked
+    p.add_argument("--serve", nargs="?", const=HttpAddress("127.0.0.1", 8765), default=None, type=_address,
+                   metavar="HOST:PORT", help="serve the status page, /status, /ws and /metrics, /healthz, /readyz "
+                   "(default 127.0.0.1:8765; port 0: any free port). A non-loopback address needs env RATIOWATCH_TOKEN")
     add_source_arguments(p)
+
+
+def _address(text: str) -> HttpAddress:
+    try:
+        return parse_http_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     opts = source_options_from_args(args, config)
     address, token = http_settings(args.serve, flag="--serve")
-    return asyncio.run(_main(args, config, url, opts, address, token))
+    from ratiowatch.streams.clients import BrokerUnreachable
+
+    try:
+        return asyncio.run(_main(args, config, url, opts, address, token))
+    except BrokerUnreachable as e:
+        print(f"ratiowatch run: {e}", file=sys.stderr)
+        return 1
 
 
 async def _main(args: argparse.Namespace, config: Config, url: str | None, opts: Any, address: Any,
@@ -64,15 +77,6 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
     from ratiowatch.streams.broker import EmbeddedBroker
     from ratiowatch.streams.clients import aio_producer
     from ratiowatch.streams.live import LiveHub
-
-    seed = None
-    if args.history:
-        from ratiowatch.agents.warmstart import seed_states
-
-        t0 = time.monotonic()
-        seed, _, last_date = seed_states(config, args.history)
-        print(f"warm start: {len(seed)} scenarios seeded from {args.history} through {last_date} "
-              f"({time.monotonic() - t0:.1f}s)", flush=True)
 
     partitions = args.partitions or config.settings.partitions
     embedded = None
@@ -89,9 +93,12 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
         loop.add_signal_handler(sig, stop.set)
     source_failed: BaseException | None = None
     try:
-        engine = EngineRole(config, broker_url=url, partitions=partitions, seed=seed, metrics=metrics, health=health)
+        engine = EngineRole(config, broker_url=url, partitions=partitions, history_dir=args.history, metrics=metrics,
+                            health=health)
         notify = NotifyRole(config, bootstrap=bootstrap, partitions=partitions, history_dir=args.history,
                             ephemeral=embedded is not None, metrics=metrics, health=health)
+        if engine.warm_started:
+            print(engine.warm_started, flush=True)
         where = f"kafka://{bootstrap}" if embedded is None else f"embedded broker at {bootstrap}"
         print(f"ratiowatch: {len(config.scenarios)} scenarios from {config.path}; broker: {where}", flush=True)
         await notify.start()

@@ -3,7 +3,8 @@
 
 The list comes from :func:`ratiowatch.streams.topics.all_topics`. On a real cluster the topics are
 created one by one (an existing topic is reported, never altered) through kafka-python's admin
-client, with the security settings of :mod:`ratiowatch.streams.kafka_settings`. The embedded
+client, with the settings of :func:`ratiowatch.streams.clients.kafka_python_kwargs_for` (the
+cluster's TLS/SASL settings from the ``RATIOWATCH_KAFKA_*`` variables, and the version pin). The embedded
 broker refuses CreateTopics: it creates its topics itself when ``ratiowatch broker`` or
 ``ratiowatch run`` starts, and this command says so and shows which of them it has.
 """
@@ -13,15 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
 
 from ratiowatch.config import load_config
-from ratiowatch.streams.kafka_settings import kafka_python_kwargs, load_kafka_security
+from ratiowatch.streams.clients import kafka_python_kwargs_for
+from ratiowatch.streams.kafka_settings import load_kafka_security
 from ratiowatch.streams.topics import APP_ID, TopicSpec, all_topics, topic_configs
 
-from ._common import add_broker, add_config, broker_url
+from ._common import add_config, broker_url
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "topic_configs", "describe", "EMBEDDED_MESSAGE"]
 
@@ -35,7 +38,11 @@ EMBEDDED_MESSAGE = ("{where} does not accept CreateTopics: it is ratiowatch's em
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config(p)
-    add_broker(p)
+    # Not _common.add_broker: that one promises an embedded broker by default; this command starts
+    # none, and the listing needs no broker at all.
+    p.add_argument("--broker", metavar="URL", default=os.environ.get("RATIOWATCH_BROKER"),
+                   help="kafka://host:port[,host:port] of the cluster for --create (env RATIOWATCH_BROKER); "
+                        "required with --create, not used by the listing")
     p.add_argument("--create", action="store_true",
                    help="create the missing topics on the cluster given by --broker (needs a real cluster)")
     p.add_argument("--partitions", type=int, default=None, metavar="N",
@@ -124,11 +131,15 @@ def _create(bootstrap: str, specs: list[TopicSpec], rf: int, wait_s: float) -> i
     from kafka.errors import (IncompatibleBrokerVersion, InvalidReplicationFactorError, KafkaError,
                               NoBrokersAvailable, TopicAlreadyExistsError)
 
-    client_kw = kafka_python_kwargs(load_kafka_security())
+    client_kw = kafka_python_kwargs_for(load_kafka_security())
+    # The admin client alone probes the broker's API versions instead of taking the pin: the probe is
+    # how an embedded broker, which has no CreateTopics, is recognised (IncompatibleBrokerVersion);
+    # with the pin it would be sent CreateTopics and fail obscurely. Its security settings are the same.
+    admin_kw = {k: v for k, v in client_kw.items() if k != "api_version"}
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ratiowatch-topics", **client_kw)
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ratiowatch-topics", **admin_kw)
             break
         except NoBrokersAvailable:
             if time.monotonic() >= deadline:

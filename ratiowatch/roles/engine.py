@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from ratiowatch.agents.pipeline import Pipeline
+from ratiowatch.agents.warmstart import seed_states
 from ratiowatch.config import Config
 from ratiowatch.ops.faust_sensors import install_faust_monitor
 from ratiowatch.ops.health import Health
@@ -22,6 +24,7 @@ from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exis
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
+from ratiowatch.track_record import track_records_from_history
 
 __all__ = ["EngineRole"]
 
@@ -36,8 +39,8 @@ class EngineRole:
 
     def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
                  app_id: str = T.APP_ID, datadir: str | None = None, app_settings: dict[str, Any] | None = None,
-                 seed: dict[str, Any] | None = None, metrics: Metrics | None = None,
-                 health: Health | None = None) -> None:
+                 seed: dict[str, Any] | None = None, history_dir: str | None = None,
+                 metrics: Metrics | None = None, health: Health | None = None) -> None:
         self.config = config
         self.partitions = partitions or config.settings.partitions
         self.embedded: EmbeddedBroker | None = None
@@ -59,8 +62,14 @@ class EngineRole:
             ensure_topics_exist(self.bootstrap, self.partitions, app_id, **self.client_kwargs)
             extra = {**faust_app_kwargs(self.security), **extra}
         self.app = create_app(broker_url, partitions=self.partitions, app_id=app_id, datadir=datadir, **extra)
+        self.warm_started: str | None = None  # what the warm start did, for the console
+        if history_dir is not None and seed is None:
+            seed, self.warm_started = warm_start(config, history_dir)
         self.pipeline = Pipeline(self.app, config, shards=self.partitions, bootstrap=self.bootstrap,
                                  security=self.security, seed=seed)
+        if history_dir is not None:
+            # What each trigger did over the history, for the status cards: at start, never per tick.
+            self.pipeline.evaluator.track_records = track_records_from_history(config, history_dir)
         self.metrics = metrics if metrics is not None else Metrics()
         self.health = health if health is not None else Health()
         self.metrics.add_role("engine")
@@ -108,6 +117,17 @@ class EngineRole:
             if self.embedded is not None:
                 self.embedded.stop()
                 self.embedded = None
+
+
+def warm_start(config: Config, history_dir: str) -> tuple[dict[str, Any], str]:
+    """Every scenario's windows and armed flags from the history, so a 3-month trigger is live
+    from the first tick (used for scenarios the changelog has no state for); and a line saying so."""
+    t0 = time.monotonic()
+    seed, _, last_date = seed_states(config, history_dir)
+    said = (f"warm start: {len(seed)} scenarios seeded from {history_dir} through {last_date} "
+            f"({time.monotonic() - t0:.1f}s)")
+    log.info(said)
+    return seed, said
 
 
 class _CounterSync:

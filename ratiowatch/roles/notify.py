@@ -26,6 +26,7 @@ from ratiowatch.ops.metrics import Metrics
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import create_app
 from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
+from ratiowatch.track_record import track_records_from_history
 
 __all__ = ["NotifyRole", "NOTIFY_APP_ID"]
 
@@ -71,8 +72,11 @@ class NotifyRole:
         tz = config.settings.session_timezone
         history_for = history_from_folder(history_dir, tz, config.settings.signed_symbols) if history_dir else None
         folder = self._folder(bootstrap, ephemeral)
+        # What each trigger did over the history, told with each firing: at start, never per event.
+        records = track_records_from_history(config, history_dir) if history_dir else None
         self.service = NotificationService(config, publish, history_for=history_for,
-                                           store_path=str(folder / "notifications.sqlite"), retry=retry)
+                                           store_path=str(folder / "notifications.sqlite"), retry=retry,
+                                           track_records=records)
         events = self.app.topic(T.EVENTS, key_serializer="raw", value_serializer="raw", partitions=self.partitions)
 
         async def handle(event: dict[str, Any]) -> None:

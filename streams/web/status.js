@@ -29,8 +29,23 @@
   function level(x) { return isNum(x) ? x.toLocaleString("en-US", { maximumFractionDigits: 4 }) : "\u2014"; }
   function day(iso) { return typeof iso === "string" ? iso.slice(0, 10) : "\u2014"; }
 
+  // A metric in the rule's own terms: a change for lookback, ma, high, low; sessions for a streak.
+  function metricText(d) {
+    const tr = d.transform || (d.lookback === null || d.lookback === undefined ? "value" : "lookback");
+    if (tr === "value") return level(d.value);
+    if (tr === "streak") {
+      if (!isNum(d.value)) return "\u2014";
+      const k = Math.abs(d.value);
+      return k === 0 ? "flat" : `${k} session${k === 1 ? "" : "s"} ${d.value > 0 ? "up" : "down"}`;
+    }
+    return change(d.series, d.value);
+  }
+
   function reading(t) {
     if (!isNum(t.metric)) return "Warming up: not enough history for this rule yet.";
+    // Rules beyond a lookback or a plain value: the server words the distance in their own terms
+    // ("2.1% below its 252-session high, fires at +0.00%"; "4 sessions up, fires at 6").
+    if (t.transform && t.transform !== "lookback" && t.transform !== "value") return t.distance_text + ".";
     const verb = t.direction === "up" ? "at or above" : "at or below";
     if (t.lookback === null || t.lookback === undefined) {
       return `${t.series} is ${level(t.metric)}; the trigger is ${verb} ${level(t.threshold)}.`;
@@ -87,15 +102,15 @@
     const confs = s.confirmations || [];
     card.querySelector(".confs").hidden = confs.length === 0;
     const met = confs.filter((c) => c.met === true).length;
-    text(card.querySelector(".confs-head"), `Confirmations: ${met} of ${confs.length} met`);
+    const need = isNum(s.require) ? ` (fires with ${s.require})` : "";
+    text(card.querySelector(".confs-head"), `Confirmations: ${met} of ${confs.length} met${need}`);
     list.replaceChildren();
     for (const c of confs) {
       const state = c.met === true ? "met" : c.met === false ? "unmet" : "unknown";
       const li = make("li", `conf ${state}`);
       li.appendChild(make("span", "mark", state === "met" ? "\u2713" : state === "unmet" ? "\u2717" : "\u2026"));
       li.appendChild(make("span", "conf-label", c.label));
-      const val = c.lookback === null || c.lookback === undefined ? level(c.value) : change(c.series, c.value);
-      li.appendChild(make("span", "conf-value", `${c.series} ${val}`));
+      li.appendChild(make("span", "conf-value", c.reading || `${c.series} ${metricText(c)}`));
       list.appendChild(li);
     }
   }
@@ -112,8 +127,26 @@
   function lastCrossing(ev) {
     if (!ev) return "No crossing yet.";
     const rule = ev.rule === "trigger" ? "Trigger" : ev.rule;
-    const value = ev.lookback === null || ev.lookback === undefined ? level(ev.value) : change(ev.series, ev.value);
+    const value = metricText(ev);
     return `Last crossing: ${rule} ${ev.kind} (${ev.series} ${ev.direction === "up" ? "\u2191" : "\u2193"} ${value}) on ${day(ev.at)}.`;
+  }
+
+  // What the trigger did over the history (when the worker has one): count, last time, and the
+  // median forward change of the trigger series at each horizon, with the share positive.
+  function trackRecord(r) {
+    if (!r) return "";
+    if (!r.fired) return `Never fired in the history (${r.first} to ${r.last}).`;
+    const o = (r.outcomes || [])[0];
+    let line = `Fired ${r.fired} times since ${r.first}, last on ${r.last_fired}.`;
+    if (o) {
+      const cells = [];
+      for (const h of r.horizons || []) {
+        const x = o.by_horizon[String(h)];
+        if (x && x.n) cells.push(`${WINDOW_LABELS[h] || h + "d"} ${change(o.spread ? "A-B" : "A", x.median)} (${Math.round(x.positive * 100)}% up)`);
+      }
+      if (cells.length) line += ` After firing, ${o.name}: ` + cells.join(", ") + ".";
+    }
+    return line;
   }
 
   function renderStatus(s) {
@@ -136,6 +169,8 @@
     renderWindows(card, s);
     renderConfirmations(card, s);
     text(card.querySelector(".last"), lastCrossing(s.last_event));
+    const track = card.querySelector(".track");
+    if (track) { text(track, trackRecord(s.track_record)); track.hidden = !s.track_record; }
     renderSpark(card, s.sparkline);
     text(card.querySelector(".asof"), s.at ? `As of ${s.at.replace("T", " ").replace("Z", " UTC")}` : "No data yet.");
     card.classList.remove("flash");
@@ -154,7 +189,7 @@
     const card = cards.get(ev.scenario);
     const title = ev.title || ev.scenario;
     const rule = ev.rule === "trigger" ? "trigger" : ev.rule;
-    const value = ev.lookback === null || ev.lookback === undefined ? level(ev.value) : change(ev.series, ev.value);
+    const value = metricText(ev);
     addEventLine(`${day(ev.at)} \u00b7 ${title}: ${rule} ${ev.kind} (${ev.description}; now ${value})`, "event " + (ev.kind === "fired" ? "fired" : "rearmed"));
     if (card) text(card.querySelector(".last"), lastCrossing(ev));
   }

@@ -1,0 +1,195 @@
+"""The deployed shape, as separate processes on one embedded broker (`ratiowatch broker`):
+2 engines, 1 notify, 2 web, 1 source, each serving /metrics, /healthz and /readyz.
+
+- every web process's /status lists every scenario of the config, whatever engine owns it;
+- the engines' ``ratiowatch_ticks_in_total`` add up to what the source sent, read directly and
+  through a real Prometheus server scraping them;
+- /readyz is 503 on an engine that has no partitions yet, then 200 on every role;
+- SIGKILL of an engine makes no scenario disappear from the page;
+- a killed and restarted web process shows the whole page again (within 10 s);
+- headless Chromium shows every card (screenshot: docs/roles_cluster.png).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from prometheus_peer import PrometheusPeer
+from ratiowatch.config import load_config
+from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+
+pytestmark = pytest.mark.broker
+RW = [str(Path(sys.executable).with_name("ratiowatch"))]
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Role:
+    """A role command in its own process, with its ops server on a free port. ``restart()`` is
+    what compose's restart policy does for a role that exits on its own (code 1: could not start
+    in time; code 3: unready too long, e.g. left without partitions by the embedded broker's
+    SyncGroup quirk, see docs/faults.md)."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
+        self.name, self.args, self.workdir, self.env = name, args, workdir, env
+        self.log = workdir / f"{name}.log"
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.proc = subprocess.Popen(RW + self.args + ["--http", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                                     stderr=open(self.log, "a"), text=True, env=self.env, cwd=self.workdir)
+        line = self.proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, f"{self.name}: {line!r} {self.log.read_text()[-2000:]}"
+        self.port = int(m.group(1))
+
+    def supervise(self) -> bool:
+        """Restart the role if it exited by itself with 1 or 3; True while it runs."""
+        code = self.proc.poll()
+        if code is None:
+            return True
+        assert code in (1, 3), f"{self.name} exited with {code}: {self.log.read_text()[-2000:]}"
+        self.restarts += 1
+        self._start()
+        return False
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except urllib.error.URLError:
+            return 0, b""  # not answering (exited, or restarting)
+
+    def metric(self, name: str) -> float:
+        body = self.get("/metrics")[1].decode()
+        m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", body, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    def scenarios(self) -> set[str]:
+        code, body = self.get("/status")
+        return {s["scenario"] for s in json.loads(body)["scenarios"]} if code == 200 else set()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+
+def until(cond, what, timeout: float) -> float:
+    """Wait for ``cond()``; returns the seconds it took, fails saying ``what`` (a string, or a
+    callable giving one: what was last seen) after ``timeout``."""
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, f"not reached within {timeout:g}s: {what() if callable(what) else what}"
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    env = {**os.environ, "RATIOWATCH_DATADIR": str(tmp_path / "data"), "RATIOWATCH_SESSION_TIMEOUT_S": "6"}
+    broker = subprocess.Popen(RW + ["broker", "--partitions", "8"], stdout=subprocess.PIPE, text=True)
+    roles: list[Role] = []
+    try:
+        bootstrap = re.match(r"bootstrap: (127\.0\.0\.1:\d+)", broker.stdout.readline()).group(1)
+        yield f"kafka://{bootstrap}", tmp_path, env, roles
+    finally:
+        for r in roles:
+            r.stop(signal.SIGKILL) if r.proc.poll() is None else None
+        broker.terminate()
+        broker.wait(timeout=30)
+
+
+async def test_four_roles_as_processes_show_every_scenario_and_count_every_tick(cluster):
+    url, work, env, roles = cluster
+    ids = {s.id for s in load_config().scenarios}
+
+    engine_args = ["engine", "--broker", url, "--start-timeout", "30", "--unready-timeout", "20"]
+    first = Role("engine-1", engine_args, work, env)
+    roles.append(first)
+    code, body = first.get("/readyz")  # its group is not even joined yet
+    assert code == 503 and "no partitions assigned yet" in body.decode(), body
+    second = Role("engine-2", engine_args, work, env)
+    notify = Role("notify", ["notify", "--broker", url], work, env)
+    webs = [Role(f"web-{i}", ["web", "--broker", url], work, env) for i in (1, 2)]
+    roles += [second, notify, *webs]
+    until(lambda: all(r.supervise() and r.get("/readyz")[0] == 200 for r in roles), "every role ready", 180)
+    assert all(r.get("/healthz")[0] == 200 for r in roles)
+
+    source = Role("source", ["source", "--broker", url, "--sim-rate", "20"], work, env)
+    roles.append(source)
+    until(lambda: all(w.scenarios() == ids for w in webs), "every web lists every scenario", 60)
+    until(lambda: source.metric("ratiowatch_source_ticks_sent_total") > 2000, "the source sent 2000 ticks", 120)
+    assert source.stop() == 0
+    out = source.proc.stdout.read()
+    sent = int(re.search(r"stopped: (\d+) ticks", out).group(1))
+    engines = [first, second]
+    print(f"engine restarts by the supervisor while the group formed: {first.restarts + second.restarts}")
+    until(lambda: sum(e.metric("ratiowatch_ticks_in_total") for e in engines) == sent,
+          lambda: f"the engines' ticks_in {[e.metric('ratiowatch_ticks_in_total') for e in engines]} add up to "
+                  f"the {sent} ticks sent", 60)
+
+    # A real Prometheus scraping the engines gets the same sum.
+    async with PrometheusPeer(work / "prom", {"engine": [f"127.0.0.1:{e.port}" for e in engines]}) as prom:
+        await prom.wait_targets_up()
+        got = await prom.wait_query("sum(ratiowatch_ticks_in_total)", lambda v: v == sent, f"sum == {sent}")
+    assert got == sent
+
+    # Headless Chromium on a web process: a card for every scenario.
+    await _screenshot(webs[0].port, ids)
+
+    # SIGKILL one engine: its scenarios stay on every page while the other takes its shards over.
+    victim = max(engines, key=lambda e: e.metric("ratiowatch_ticks_in_total"))
+    survivor = second if victim is first else first
+    victim.stop(signal.SIGKILL)
+    roles.remove(victim)
+    t0 = time.monotonic()
+    while survivor.get("/readyz")[0] != 200 or time.monotonic() - t0 < 8:  # past the 6 s session timeout
+        assert all(w.scenarios() == ids for w in webs), "a scenario disappeared from a page"
+        assert time.monotonic() - t0 < 90, "the surviving engine did not take the shards over"
+        time.sleep(0.2)
+
+    # A web process killed and restarted shows the whole page again within 10 s.
+    webs[1].stop(signal.SIGKILL)
+    roles.remove(webs[1])
+    restarted = Role("web-2b", ["web", "--broker", url], work, env)
+    roles.append(restarted)
+    took = until(lambda: restarted.scenarios() == ids, "the restarted web lists every scenario", 10)
+    assert restarted.get("/readyz")[0] == 200
+    print(f"restarted web: full page after {took:.1f}s")
+
+    for r in list(roles):
+        assert r.stop() == 0, (r.name, r.log.read_text()[-2000:])
+        roles.remove(r)
+
+
+async def _screenshot(port: int, ids: set[str]) -> None:
+    async_playwright = require_browser()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            await page.goto(f"http://127.0.0.1:{port}/")
+            await page.wait_for_function(f"document.querySelectorAll('.card').length >= {len(ids)}", timeout=20000)
+            shown = set(await page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.scenario)"))
+            assert shown == ids
+            shot = REPO / "tests" / "artifacts" / "roles_cluster.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(shot), full_page=True, animations="disabled")
+            shutil.copyfile(shot, REPO / "docs" / "roles_cluster.png")
+        finally:
+            await browser.close()
