@@ -193,7 +193,8 @@ class ScenarioEngine:
         touched: Sequence[_Series]
         if len(ticks) == 1:
             # Most calls carry one tick: its symbol's series are distinct already, no dict needed.
-            sym, price, ts = ticks[0]
+            tick = ticks[0]  # (symbol, price, ts_ms); the evaluate stage may append its record offset
+            sym, price, ts = tick[0], tick[1], tick[2]
             touched = by_symbol.get(sym, ())
             if not touched:
                 return []

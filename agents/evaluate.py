@@ -35,7 +35,7 @@ class ShardState:
     """In-memory state of one shard this worker owns; the table holds its durable copy."""
 
     __slots__ = ("n", "engine", "states", "applied", "gate", "lock", "emitted", "dirty", "meta_dirty",
-                 "written", "last_written", "waiting_since_ms")
+                 "written", "last_written", "waiting_since_ms", "handled")
 
     def __init__(self, n: int, engine: ShardEngine, gate: EventTimeGate) -> None:
         self.n = n
@@ -50,6 +50,7 @@ class ShardState:
         self.last_written: dict[tuple[str, bool], int] = {}  # (scenario id, history?) -> ``written`` then
         self.emitted: set[str] | None = None   # ids already on ``events`` that re-applied ticks may repeat
         self.waiting_since_ms = 0              # when the oldest record with waiting ticks was produced
+        self.handled = -1                      # the newest shard-topic offset this copy has handled
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": SHARD_STATE_VERSION, "applied": self.applied, **self.gate.to_dict()}
@@ -100,22 +101,28 @@ class Evaluator:
         if not gate.pending and records:
             sh.waiting_since_ms = records[0].timestamp or 0
         for rec in records:
+            if rec.offset <= sh.handled:
+                continue  # handed over again (faust seeks back after a rebalance): in memory already
+            sh.handled = rec.offset
             for p, o, ticks, progress, caught_up in decode_shard_record(rec.value):
                 if ticks:
                     key = str(p)
                     copies += len(ticks)
                     if o <= applied.get(key, -1):
-                        skipped += len(ticks)
+                        # Admitted before the state this shard was loaded from was written: the
+                        # ticks that were still waiting then wait again, the others were applied.
+                        skipped += len(ticks) - gate.readmit(ticks, rec.offset)
                     else:
                         applied[key] = o
                         changed = True
-                        for t in gate.admit(ticks):
+                        for t in gate.admit(ticks, rec.offset):
                             await self._late(sh, p, t)
                 changed = gate.observe(p, progress, caught_up, now) or changed
         c = self.counters
         c["shard_copies_in"] += copies
         if skipped:
             c["duplicates_skipped"] += skipped
+            c["shard_copies_in"] -= skipped  # counted in once, when they were first admitted
         sh.meta_dirty = sh.meta_dirty or changed
         if len(gate.pending) > c["pending_max"]:
             c["pending_max"] = len(gate.pending)  # how far the partitions drift apart (bench, docs)
@@ -139,6 +146,9 @@ class Evaluator:
         touched: set[str] = set()
         out = sh.engine.apply_sorted(sh.states, ready, touched)
         self.counters["shard_ticks_applied"] += len(ready)
+        corrections, sh.gate.corrections = sh.gate.corrections, 0
+        if corrections:
+            self.counters["corrections"] += corrections
         sh.dirty |= touched
         sent = []
         latency = (time.time() - sh.waiting_since_ms / 1000) if sh.waiting_since_ms and out else None

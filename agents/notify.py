@@ -70,18 +70,23 @@ class Inbox:
 def install_notifier(app: faust.App, events_topic: faust.TopicT,
                      handle: Callable[[dict[str, Any]], Awaitable[None]], *,
                      pending: Callable[[], int] | None = None,
-                     inbox_path: str | os.PathLike[str] | None = None) -> None:
+                     inbox_path: str | os.PathLike[str] | None = None,
+                     on_bad_record: Callable[[str], None] | None = None) -> None:
     """``pending``: how many notices the service holds (NotificationService.pending);
-    ``inbox_path``: where the inbox lives (e.g. beside the dedup record)."""
+    ``inbox_path``: where the inbox lives (e.g. beside the dedup record); ``on_bad_record(why)``
+    counts a record on ``events`` the notifiers cannot use (it is logged and skipped)."""
     inbox = Inbox(inbox_path) if pending is not None and inbox_path is not None else None
 
-    async def hand_over(raw: bytes) -> None:
+    async def hand_over(raw: bytes, where: str = "the inbox") -> None:
         before = pending() if inbox is not None else 0
         try:
             await handle(orjson.loads(raw))
-        except (orjson.JSONDecodeError, InvalidEvent) as e:
+        except (orjson.JSONDecodeError, InvalidEvent, TypeError) as e:
             # Not ours to fix here: the record stays on the topic for whoever wrote it to see.
-            log.error("events: skipping a record the notifiers cannot use (%d bytes): %s", len(raw), e)
+            log.warning("events: skipping a record the notifiers cannot use at %s (%d bytes): %s",
+                        where, len(raw or b""), e)
+            if on_bad_record is not None:
+                on_bad_record(type(e).__name__)
             return
         if inbox is not None and pending() > before:
             # faust acks this event when the loop asks for the next one: the inbox row is
@@ -103,8 +108,9 @@ def install_notifier(app: faust.App, events_topic: faust.TopicT,
                             "(the last run stopped before their notices were settled)", len(rows))
             for _, raw in rows:
                 await hand_over(raw)
-        async for raw in stream:
-            await hand_over(raw)
+        async for event in stream.events():
+            msg = event.message
+            await hand_over(event.value, f"partition {msg.partition} offset {msg.offset}")
             settle()
 
     app.agent(events_topic, name="ratiowatch.notify")(notify)

@@ -150,6 +150,7 @@ class Pipeline:
         app.after_fetch_round.append(self.router.after_round)
         app.before_commit.append(lambda: self.checkpoint.before_commit(self._owned_list))
         app.commit_due = self.checkpoint.commit_due
+        app.commit_cap = self._commit_cap
         idle_s = config.settings.grace_ms / 1000.0
         app.timer(max(idle_s / 2, 0.005), name="ratiowatch.release")(
             lambda: self.evaluator.release_idle(self._owned_list()))
@@ -200,6 +201,14 @@ class Pipeline:
         return {tp.partition: fetch_position(consumer, tp) for tp in consumer.assignment() if tp.topic == T.TICKS}
 
     # --- shards -------------------------------------------------------------------------------
+
+    def _commit_cap(self, tp: Any) -> int | None:
+        """The offset a shard-topic partition may be committed up to: its oldest record with a
+        tick still waiting for the watermark (they are read again after a restart)."""
+        if tp.topic != T.SHARD_TICKS:
+            return None
+        sh = self._owned.get(tp.partition)
+        return sh.gate.oldest_record() if sh is not None else None
 
     def _owned_list(self) -> list[ShardState]:
         return list(self._owned.values())

@@ -23,6 +23,11 @@ as Flink does with per-partition watermarks and Kafka Streams with its stream ti
 - **Late ticks.** The *frontier* is the newest event time the shard has applied. A tick older than
   ``frontier - allowed_lateness`` is late (dead-lettered by the caller); one within it is applied
   as a correction (see agents/engine.py: it re-evaluates at the scenario's last evaluation time).
+- **What is kept.** The waiting ticks are not stored (a backlog's can run to many megabytes):
+  each carries the offset of the shard record it came in, the caller holds that topic's commit
+  back to the oldest of them (:meth:`EventTimeGate.oldest_record`), and after a restart the
+  re-read ticks newer than the stored frontier are exactly the ones that were waiting (a tick is
+  only applied once the watermark has passed it, and the frontier is the newest applied).
 
 Time ``now`` is a monotonic clock in seconds, passed in.
 """
@@ -54,7 +59,7 @@ class _Source:
 class EventTimeGate:
     """The waiting ticks of one shard and the watermark that releases them."""
 
-    __slots__ = ("sources", "pending", "frontier", "idle_s", "lateness_ms", "claim_ttl_s", "_sorted")
+    __slots__ = ("sources", "pending", "frontier", "idle_s", "lateness_ms", "claim_ttl_s", "corrections", "_sorted")
 
     def __init__(self, partitions: int, *, idle_ms: float, lateness_ms: int, claim_ttl_s: float = 5.0) -> None:
         self.sources: dict[int, _Source] = {p: _Source() for p in range(partitions)}
@@ -63,6 +68,7 @@ class EventTimeGate:
         self.idle_s = idle_ms / 1000.0
         self.lateness_ms = lateness_ms
         self.claim_ttl_s = claim_ttl_s
+        self.corrections = 0                     # ticks applied behind the frontier (allowed lateness)
         self._sorted = True
 
     # --- what arrives ---------------------------------------------------------------------------
@@ -88,9 +94,10 @@ class EventTimeGate:
         exactly ``allowed_lateness`` behind the frontier is still applied)."""
         return self.frontier != NO_TIME and ts_ms < self.frontier - self.lateness_ms
 
-    def admit(self, ticks: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
-        """Queue the ticks that are not late; returns the late ones (to dead-letter)."""
-        late: list[Sequence[Any]] = []
+    def admit(self, ticks: Iterable[list[Any]], record: int) -> list[list[Any]]:
+        """Queue the ticks that are not late, each marked with ``record`` (the offset of the shard
+        record they came in: ``tick[3]``); returns the late ones (to dead-letter)."""
+        late: list[list[Any]] = []
         floor = self.frontier - self.lateness_ms if self.frontier != NO_TIME else None
         pending = self.pending
         for t in ticks:
@@ -99,8 +106,22 @@ class EventTimeGate:
                 continue
             if self._sorted and pending and t[2] < pending[-1][2]:
                 self._sorted = False
+            t.append(record)
             pending.append(t)
         return late
+
+    def readmit(self, ticks: Iterable[list[Any]], record: int) -> int:
+        """Ticks read again after a restart from a segment already admitted before it: those newer
+        than the frontier were waiting then (see the module docstring) and wait again; the rest
+        were applied. Returns how many wait again."""
+        waiting = [t for t in ticks if t[2] > self.frontier]
+        if waiting:
+            self.admit(waiting, record)
+        return len(waiting)
+
+    def oldest_record(self) -> int | None:
+        """The offset of the oldest shard record with a tick still waiting (None: none waits)."""
+        return min((t[3] for t in self.pending), default=None)
 
     # --- what is released -----------------------------------------------------------------------
 
@@ -131,6 +152,7 @@ class EventTimeGate:
         if not cut:
             return []
         ready, self.pending = pending[:cut], pending[cut:]
+        self.corrections += bisect_left(ready, self.frontier, key=_EVENT_TIME) if ready[0][2] < self.frontier else 0
         if ready[-1][2] > self.frontier:
             self.frontier = ready[-1][2]
         return ready
@@ -139,13 +161,12 @@ class EventTimeGate:
 
     def to_dict(self) -> dict[str, Any]:
         # Claims are not kept: after a restart every partition holds the watermark until its router
-        # speaks again, so nothing is applied on the strength of an old word.
-        return {"pending": self.pending, "frontier": self.frontier,
+        # speaks again, so nothing is applied on the strength of an old word. Waiting ticks are
+        # not kept either: they are read again (see the module docstring).
+        return {"frontier": self.frontier,
                 "progress": {str(p): s.progress for p, s in self.sources.items() if s.progress != NO_TIME}}
 
     def restore(self, d: dict[str, Any]) -> None:
-        self.pending = [tuple(t) for t in d["pending"]]
-        self._sorted = False
         self.frontier = int(d["frontier"])
         for p, ts in d["progress"].items():
             src = self.sources.setdefault(int(p), _Source())

@@ -139,10 +139,11 @@ async def _read_topics(bootstrap: str, sinks: dict[str, list[tuple[float, bytes]
                        rereads: Counter[str]) -> None:
     """Read ``sinks``' topics from the beginning as a downstream service would (no group, manual
     assignment), recording when each record arrived."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                auto_offset_reset="earliest", client_id="chaos-reader")
+    from ratiowatch.streams.clients import aio_consumer
+
+    consumer = aio_consumer(bootstrap, client_id="chaos-reader")
     await consumer.start()
     try:
         tps = []
@@ -186,12 +187,10 @@ def _window(history: pl.DataFrame, n: int) -> list[date]:
 
 async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run it; returns the report (chaos_verify.verify plus a ``run`` section)."""
-    from aiokafka import AIOKafkaProducer
-
     from ratiowatch.agents.sessions import session_close_ts_ms
-    from ratiowatch.agents.shards import ShardMap
     from ratiowatch.backtest import run_backtest
     from ratiowatch.config import default_config_path, load_config
+    from ratiowatch.streams.clients import aio_producer
     from ratiowatch.streams import topics as T
     from ratiowatch.streams.app import ensure_topics
     from ratiowatch.streams.broker import EmbeddedBroker
@@ -238,11 +237,10 @@ async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None
     obs = Observed(expected_events=expected,
                    notify={s.id: (s.notify, s.notify_resolved) for s in cfg.scenarios},
                    valid_ticks=[], date_acks=[], valid_records=set(), route_garbage=[], late=[], feed_garbage=[])
-    clock_shards = len(ShardMap(cfg.scenarios, partitions).by_symbol[P.CLOCK])
     bad_symbols = sorted(s for s in base_cfg.symbols if s not in cfg.settings.signed_symbols)
 
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=True, acks="all",
-                                request_timeout_ms=120_000, linger_ms=0, client_id="chaos-source")
+    producer = aio_producer(broker.bootstrap, client_id="chaos-source", idempotent=True,
+                            request_timeout_ms=120_000, linger_ms=0)
     await producer.start()
 
     async def send(topic: str, value: bytes, key: bytes = TICKS_KEY) -> tuple[int, int, float]:
@@ -313,7 +311,10 @@ async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None
             if k >= 40 and rng.random() < 1 / 50:
                 late = P.late_tick(rng, next(counter), session_close_ts_ms(dates[k - 25], tz))
                 await send(T.TICKS, orjson.dumps(late))
-                obs.late.append(((late["symbol"], late["price"], late["ts_ms"]), clock_shards))
+                # 25 dates behind the ticks before it on its partition: the route stage dead-letters
+                # it once, in partition order (a shard would dead-letter its own copy of a tick
+                # only late against its frontier, see README "Late ticks").
+                obs.late.append(((late["symbol"], late["price"], late["ts_ms"]), 1))
             mixed = None
             if rng.random() < 1 / 30:
                 item, mixed = P.mixed_item(next(counter), ts, rng.choice(bad_symbols))

@@ -118,7 +118,7 @@ def _ticks(obs: Observed, good_at: dict[str, float]) -> dict[str, Any]:
         if str(d.get("source", "")).startswith("feed:"):
             for n in {int(x) for x in _MARK.findall(orjson.dumps(d.get("input"), default=str).decode())}:
                 feed_dlq[n][d["reason"]] += 1
-        elif d.get("partition") is None:
+        elif d.get("reason") == "late":  # by the route stage (with its partition) or by a shard
             i = d.get("input") or {}
             late_dlq[(i.get("symbol"), i.get("price"), i.get("ts_ms"))] += 1
         else:

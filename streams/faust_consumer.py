@@ -34,7 +34,7 @@ TESTED_FAUST = {"faust-streaming": ("0.15.3",), "aiokafka": ("0.14.0",)}
 OVERRIDDEN = (
     "faust.transport.consumer.Consumer._drain_messages",
     "faust.transport.consumer.Consumer._wait_next_records (called)",
-    "faust.transport.consumer.Consumer._new_offset",
+    "faust.transport.consumer.Consumer._new_offset (capped by app.commit_cap)",
     "faust.transport.consumer.Consumer._commit_handler",
     "faust.transport.consumer.Consumer._commit_tps",
     "faust.transport.consumer.Consumer._filter_committable_offsets / _handle_attached / _commit_offsets (called)",
@@ -197,9 +197,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     def _new_offset(self, tp: Any) -> Any:
         last = self._batch_acked.get(tp)
-        if last is not None:
-            return last + 1
-        return super()._new_offset(tp)
+        offset = last + 1 if last is not None else super()._new_offset(tp)
+        # The app may hold a partition's commit back (the evaluate stage: to the oldest shard
+        # record whose ticks still wait for the watermark, which it does not store elsewhere).
+        cap = getattr(self.app, "commit_cap", None)
+        held = cap(tp) if cap is not None and offset is not None else None
+        return offset if held is None else min(offset, held)
 
     # faust pauses and resumes partitions around every recovery (after each assignment).
     def pause_partitions(self, tps: Any) -> None:

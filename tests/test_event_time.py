@@ -48,6 +48,7 @@ class Wiring:
         self.map = ShardMap(CONFIG.scenarios, CONFIG.settings.partitions)
         self.counters: Counter[str] = Counter()
         self.shard_records: dict[int, list[bytes]] = {n: [] for n in range(self.map.shards)}
+        self.shard_offsets: dict[int, int] = {}
         self.events: list[dict] = []
         self.late: list = []
         self.offsets = {p: 0 for p in range(sources)}
@@ -89,7 +90,10 @@ class Wiring:
         for n, recs in self.shard_records.items():
             if recs:
                 batch, self.shard_records[n] = recs, []
-                await self.evaluator.handle(self.shards[n], [SimpleNamespace(value=v, timestamp=0) for v in batch])
+                first = self.shard_offsets.get(n, 0)
+                self.shard_offsets[n] = first + len(batch)
+                await self.evaluator.handle(self.shards[n], [SimpleNamespace(value=v, timestamp=0, offset=first + i)
+                                                             for i, v in enumerate(batch)])
 
 
 def reference_events(ticks: list[tuple[str, float, int]]) -> list[dict]:
@@ -185,7 +189,7 @@ def test_a_partition_with_a_backlog_holds_the_watermark_however_long_it_is_silen
     gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000)
     gate.observe(0, 5 * DAY, caught_up=True, now=0.0)
     gate.observe(1, 1 * DAY, caught_up=False, now=0.0)
-    gate.admit([("A", 1.0, d * DAY) for d in range(6)])
+    gate.admit([["A", 1.0, d * DAY] for d in range(6)], 0)
     assert [t[2] for t in gate.take_ready(now=1e6)] == [0]  # only what is older than partition 1
     gate.observe(1, 3 * DAY, caught_up=False, now=1e6)
     assert [t[2] for t in gate.take_ready(now=1e6)] == [DAY, 2 * DAY]
@@ -195,7 +199,7 @@ def test_a_caught_up_partition_stops_holding_once_idle_but_not_before():
     gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000)
     gate.observe(0, 10, caught_up=True, now=0.0)
     gate.observe(1, 20, caught_up=True, now=0.0)
-    gate.admit([("A", 1.0, 10), ("B", 1.0, 20)])
+    gate.admit([["A", 1.0, 10], ["B", 1.0, 20]], 0)
     assert gate.take_ready(now=0.049) == []           # both still within the idle time
     assert [t[2] for t in gate.take_ready(now=0.050)] == [10, 20]  # both idle: all released
     assert gate.frontier == 20
@@ -206,7 +210,7 @@ def test_a_stale_caught_up_claim_holds_the_watermark():
     gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000, claim_ttl_s=5.0)
     gate.observe(0, 10, caught_up=True, now=0.0)
     gate.observe(1, 30, caught_up=False, now=0.0)
-    gate.admit([("B", 1.0, 20)])
+    gate.admit([["B", 1.0, 20]], 0)
     gate.observe(1, 30, caught_up=True, now=0.0)
     assert gate.take_ready(now=6.0) == []  # partition 0's claim is older than its ttl
     gate.observe(0, 10, caught_up=True, now=6.0)
@@ -217,21 +221,27 @@ def test_a_stale_caught_up_claim_holds_the_watermark():
 def test_lateness_is_judged_against_the_applied_frontier_with_its_boundary_kept(behind_ms, late):
     gate = EventTimeGate(1, idle_ms=0, lateness_ms=300_000)
     gate.observe(0, 1_000_000, caught_up=True, now=0.0)
-    gate.admit([("A", 1.0, 1_000_000)])
+    gate.admit([["A", 1.0, 1_000_000]], 0)
     assert gate.take_ready(now=0.0)
-    tick = ("A", 2.0, 1_000_000 - behind_ms)
-    assert gate.admit([tick]) == ([tick] if late else [])
+    tick = ["A", 2.0, 1_000_000 - behind_ms]
+    assert gate.admit([tick], 1) == ([tick] if late else [])
 
 
-def test_the_durable_form_keeps_waiting_ticks_progress_and_frontier_but_no_claims():
+def test_the_durable_form_keeps_progress_and_frontier_and_the_waiting_ticks_come_back_by_re_reading():
     gate = EventTimeGate(2, idle_ms=50, lateness_ms=1000)
     gate.observe(0, 50, caught_up=True, now=0.0)
     gate.observe(1, 40, caught_up=False, now=0.0)
-    gate.admit([("A", 1.0, 30), ("B", 2.0, 45)])
-    gate.take_ready(now=0.0)
+    gate.admit([["A", 1.0, 30]], 7)
+    gate.admit([["B", 2.0, 45], ["A", 3.0, 48]], 8)
+    assert [t[2] for t in gate.take_ready(now=0.0)] == [30]
+    assert gate.oldest_record() == 8  # the commit is held back to here
     back = EventTimeGate(2, idle_ms=50, lateness_ms=1000)
     back.restore(gate.to_dict())
-    assert back.frontier == 30 and [tuple(t) for t in back.pending] == [("B", 2.0, 45)]
+    assert back.frontier == 30 and back.pending == []
     assert {p: s.progress for p, s in back.sources.items()} == {0: 50, 1: 40}
     assert all(not s.caught_up for s in back.sources.values())
+    # Read again from record 7 on: what was applied (<= the frontier) is skipped, what waited waits.
+    assert back.readmit([["A", 1.0, 30]], 7) == 0
+    assert back.readmit([["B", 2.0, 45], ["A", 3.0, 48]], 8) == 2
+    assert [t[:3] for t in back.pending] == [["B", 2.0, 45], ["A", 3.0, 48]]
     assert back.take_ready(now=100.0) == []  # nothing released on the strength of an old word

@@ -15,7 +15,7 @@ from ratiowatch.ops.metrics import Metrics
 
 from ._common import add_broker, add_config, broker_url
 
-__all__ = ["add_role_arguments", "role_broker", "serve_role"]
+__all__ = ["add_role_arguments", "role_broker", "serve_role", "role_main"]
 
 START_TIMEOUT_S = 60.0
 UNREADY_TIMEOUT_S = 90.0  # well past a rebalance (session timeout 15 s) and a state recovery
@@ -47,6 +47,35 @@ def role_broker(name: str, args: argparse.Namespace) -> str | None:
         print(f"ratiowatch {name}: --duration must be > 0", file=sys.stderr)
         return None
     return url.removeprefix("kafka://")
+
+
+# (args, config, bootstrap, metrics, health) -> (the role: start() and stop(), the live hub to mount or None)
+BuildRole = Callable[[argparse.Namespace, Any, str, Metrics, Health], tuple[Any, Any]]
+
+
+def role_main(name: str, args: argparse.Namespace, build: BuildRole) -> int:
+    """A role command from start to exit code: its arguments checked, its config loaded, the role
+    built by ``build`` and served (exit 1 when the broker cannot be reached)."""
+    from ratiowatch.config import load_config
+    from ratiowatch.streams.clients import BrokerUnreachable
+    from ratiowatch.streams.history import available_symbols
+
+    bootstrap = role_broker(name, args)
+    if bootstrap is None:
+        return 2
+    history = getattr(args, "history", None)
+    config = load_config(args.config, known_symbols=available_symbols(history) if history else None)
+
+    async def main() -> int:
+        metrics, health = Metrics(), Health()
+        try:
+            role, live = build(args, config, bootstrap, metrics, health)
+        except BrokerUnreachable as e:
+            print(f"ratiowatch {name}: {e}", file=sys.stderr)
+            return 1
+        return await serve_role(name, args, metrics, health, role.start, role.stop, live=live)
+
+    return asyncio.run(main())
 
 
 async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, health: Health,

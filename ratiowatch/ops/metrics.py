@@ -83,6 +83,9 @@ class Metrics:
         self.notifications = Counter(
             "ratiowatch_notifications", "Notification attempts by channel and outcome (sent, failed, "
             "retried, suppressed, dead_lettered).", ["channel", "outcome"], registry=r)
+        self.bad_records = Counter(
+            "ratiowatch_bad_records", "Records a role could not use and skipped (logged with their offset), by "
+            "role and topic.", ["role", "topic"], registry=r)
         # --- every role ---
         self.http_requests = Counter(
             "ratiowatch_http_requests", "Requests to the ops HTTP server by endpoint and status code.",

@@ -84,7 +84,12 @@ class NotifyRole:
             self.handled += 1
 
         install_notifier(self.app, events, handle, pending=lambda: self.service.pending,
-                         inbox_path=folder / "inbox.sqlite")
+                         inbox_path=folder / "inbox.sqlite", on_bad_record=self._bad_record)
+        self.bad_records = 0
+
+    def _bad_record(self, why: str) -> None:
+        self.bad_records += 1
+        self.metrics.bad_records.labels(role="notify", topic=T.EVENTS).inc()
 
     def _folder(self, bootstrap: str, ephemeral: bool) -> Path:
         """The dedup record and the inbox must live exactly as long as the events they account

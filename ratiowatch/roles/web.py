@@ -103,6 +103,7 @@ class WebRole:
                 raise ValueError("no scenario id")
         except (orjson.JSONDecodeError, ValueError) as e:
             self.counters["bad_records"] += 1
+            self.metrics.bad_records.labels(role="web", topic=topic).inc()
             log.warning("web: skipping a record on %s partition %d offset %d: %s", topic, r.partition, r.offset, e)
             return
         if topic == T.SCENARIO_STATUS:
