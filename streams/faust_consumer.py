@@ -43,6 +43,7 @@ OVERRIDDEN = (
     "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer",
     "faust.transport.drivers.aiokafka.Producer._settings_extra",
     "aiokafka.AIOKafkaConsumer._fetch_max_wait_ms, _subscription (read in fetch_position)",
+    "aiokafka.consumer.group_coordinator.CoordinatorGroupRebalance._send_sync_group_request (wrapped)",
 )
 
 
@@ -291,6 +292,40 @@ class IdempotentProducer(faust_aiokafka.Producer):
 
     def _settings_extra(self) -> Any:
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+def _rejoin_on_invalid_sync() -> None:
+    """aiokafka treats any SyncGroup error it does not know as fatal: it raises out of its
+    coordination task, which dies, and the member never rejoins (it keeps its process alive with
+    no partitions). librdkafka's mock coordinator (the embedded broker) answers INVALID_REQUEST to a
+    follower whose SyncGroup arrives after the leader's has completed the generation, which
+    happens whenever the follower is slower than the leader (a process still starting, a busy
+    machine). Real Kafka answers such a follower with its assignment. So INVALID_REQUEST there is
+    taken as "rejoin", the way aiokafka takes REBALANCE_IN_PROGRESS: the member joins the next
+    generation instead of hanging."""
+    from aiokafka import errors
+    from aiokafka.consumer.group_coordinator import CoordinatorGroupRebalance
+
+    original = CoordinatorGroupRebalance._send_sync_group_request
+    if getattr(original, "_ratiowatch", False):
+        return
+
+    async def send_sync_group_request(self: Any, request: Any) -> Any:
+        try:
+            return await original(self, request)
+        except errors.KafkaError as e:
+            if "InvalidRequestError" not in str(e):
+                raise
+            log.warning("SyncGroup for group %s was refused (INVALID_REQUEST, as the embedded broker answers a "
+                        "late follower): joining the group again", self.group_id)
+            self._coordinator.request_rejoin()
+            return None
+
+    send_sync_group_request._ratiowatch = True  # type: ignore[attr-defined]
+    CoordinatorGroupRebalance._send_sync_group_request = send_sync_group_request
+
+
+_rejoin_on_invalid_sync()
 
 
 def fetch_position(consumer: Any, tp: Any) -> tuple[int | None, int | None]:

@@ -80,7 +80,10 @@ def alpaca_days() -> list[bytes]:
     return msgs
 
 
-async def test_run_no_sim_with_an_alpaca_feed_and_a_fred_poll_fires_small_caps_with_the_polled_curve(tmp_path):
+@pytest.mark.parametrize("shape", ["one run", "roles"])
+async def test_run_no_sim_with_an_alpaca_feed_and_a_fred_poll_fires_small_caps_with_the_polled_curve(tmp_path, shape):
+    """``one run``: `ratiowatch run --no-sim --feed alpaca:... --poll fred:...` alone, on its embedded
+    broker; ``roles``: `ratiowatch broker`, a `run --no-sim` worker and a `source` process."""
     release = asyncio.Event()
     state = {"auth": 0}
 
@@ -117,17 +120,23 @@ async def test_run_no_sim_with_an_alpaca_feed_and_a_fred_poll_fires_small_caps_w
             feed = f"alpaca:ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/v2/iex"
             try:
                 async with asyncio.timeout(240):
-                    broker = await start("broker", "--partitions", "8")
-                    bootstrap = (await line_matching(broker.stdout, r"bootstrap: (\S+)", [])).group(1)
-                    worker = await start("run", "--broker", f"kafka://{bootstrap}", "--no-sim")
-                    await line_matching(worker.stdout, r"^running", worker_out)
-                    source_out: list[str] = []
-                    source = await start("-v", "source", "--broker", f"kafka://{bootstrap}", "--http", "127.0.0.1:0",
-                                         "--feed", feed,
-                                         "--poll", "fred:DGS10,DGS2", "--fred-url", fred.url,
-                                         "--poll-since", "2025-12-01",
-                                         env={"APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET})
-                    metrics_url = (await line_matching(source.stdout, r"(http://127\.0\.0\.1:\d+)/metrics", [])).group(1)
+                    sources = ["--feed", feed, "--poll", "fred:DGS10,DGS2", "--fred-url", fred.url,
+                               "--poll-since", "2025-12-01"]
+                    keys = {"APCA_API_KEY_ID": KEY, "APCA_API_SECRET_KEY": SECRET}
+                    if shape == "one run":
+                        worker = source = await start("run", "--no-sim", "--serve", "127.0.0.1:0", *sources, env=keys)
+                        bootstrap = (await line_matching(worker.stdout, r"embedded broker at (\S+)", worker_out)).group(1)
+                        metrics_url = (await line_matching(worker.stdout, r"status page: (http://127\.0\.0\.1:\d+)/",
+                                                           worker_out)).group(1)
+                    else:
+                        broker = await start("broker", "--partitions", "8")
+                        bootstrap = (await line_matching(broker.stdout, r"bootstrap: (\S+)", [])).group(1)
+                        worker = await start("run", "--broker", f"kafka://{bootstrap}", "--no-sim")
+                        await line_matching(worker.stdout, r"^running", worker_out)
+                        source = await start("-v", "source", "--broker", f"kafka://{bootstrap}", "--http", "127.0.0.1:0",
+                                             *sources, env=keys)
+                        metrics_url = (await line_matching(source.stdout, r"(http://127\.0\.0\.1:\d+)/metrics",
+                                                           [])).group(1)
                     stage[0] = "waiting for the polled series on the ticks topic"
                     polled = asyncio.ensure_future(wait_for_polled(bootstrap, {"DGS10", "DGS2"}))
                     ended = asyncio.ensure_future(source.wait())
@@ -159,7 +168,10 @@ async def test_run_no_sim_with_an_alpaca_feed_and_a_fred_poll_fires_small_caps_w
     assert curve.group(1) == "x", "".join(worker_out[-30:])
     assert any(re.search(r"Confirmations: 5 of 7 met", line) for line in worker_out), "".join(worker_out[-30:])
     assert "0.72" in curve.group(2), curve.group(0)           # DGS10 4.19 - DGS2 3.47 of 2026-01-02
-    assert re.search(rf"stopped: {TICKS_SENT} ticks in \d+ records, 0 dead-lettered", rest), rest
+    if shape == "one run":  # the run's own count: every tick in, none dead-lettered
+        assert re.search(r"stopped: \d+ ticks in, 0 dead-lettered, \d+ events", rest), rest
+    else:
+        assert re.search(rf"stopped: {TICKS_SENT} ticks in \d+ records, 0 dead-lettered", rest), rest
     assert SECRET not in rest and state["auth"] == 1
 
 

@@ -19,7 +19,7 @@ from ratiowatch.config import Config, load_config
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.http import HttpAddress, OpsServer, http_settings, parse_http_address
 from ratiowatch.ops.metrics import Metrics
-from ratiowatch.roles.source import KafkaTickSink, add_source_arguments, run_sources, source_options_from_args
+from ratiowatch.roles.source import KafkaTickSink, MeteredSink, add_source_arguments, run_sources, source_options_from_args
 from ratiowatch.streams.history import available_symbols
 
 from ._common import add_broker, add_config, add_history, broker_url
@@ -113,7 +113,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
         metrics.add_role("source")
         producer = aio_producer(bootstrap, client_id="ratiowatch-source", sec=engine.security)
         await producer.start()
-        sink = KafkaTickSink(producer)
+        sink = MeteredSink(KafkaTickSink(producer), metrics)
         source = asyncio.create_task(run_sources(opts, config, sink, stop, history_dir=args.history), name="source")
         print("running" + (f" for {args.duration:g}s" if args.duration else "; Ctrl-C stops") + "\n", flush=True)
         stopper = asyncio.create_task(stop.wait())

@@ -8,7 +8,6 @@ import signal
 import sys
 from typing import Any
 
-import orjson
 
 from ratiowatch.config import load_config
 
@@ -56,24 +55,9 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(args, opts, config, url.removeprefix("kafka://"), http))
 
 
-class _MeteredSink:
-    """A TickSink that also counts into the process's Prometheus metrics."""
-
-    def __init__(self, inner: Any, metrics: Any) -> None:
-        self.inner, self.metrics, self.counters = inner, metrics, inner.counters
-
-    async def send_ticks(self, ticks: list, key: bytes) -> None:
-        await self.inner.send_ticks(ticks, key)
-        self.metrics.source_ticks_sent.inc(len(ticks))
-
-    async def send_dlq(self, record: bytes, key: bytes) -> None:
-        await self.inner.send_dlq(record, key)
-        self.metrics.dead_lettered.labels(reason=str(orjson.loads(record).get("reason", "unknown"))).inc()
-
-
 async def _main(args: argparse.Namespace, opts: Any, config: Any, bootstrap: str, http: tuple) -> int:
     from ratiowatch.ops import Health, Metrics, OpsServer
-    from ratiowatch.roles.source import KafkaTickSink, run_sources
+    from ratiowatch.roles.source import KafkaTickSink, MeteredSink, run_sources
     from ratiowatch.streams.clients import aio_producer
     from ratiowatch.streams.sources.base import FeedFatalError
 
@@ -107,7 +91,7 @@ async def _main(args: argparse.Namespace, opts: Any, config: Any, bootstrap: str
               f"-> ticks at {bootstrap}", flush=True)
         code = 0
         try:
-            await run_sources(opts, config, _MeteredSink(sink, metrics), stop, history_dir=args.history)
+            await run_sources(opts, config, MeteredSink(sink, metrics), stop, history_dir=args.history)
         except FeedFatalError as e:
             print(f"ratiowatch source: {e}", file=sys.stderr)
             code = 1

@@ -24,10 +24,10 @@ from ratiowatch.streams.feed import FeedClient, redact_url
 from ratiowatch.streams.feed_formats import FORMATS
 from ratiowatch.streams.sources.calendar import Calendar
 from ratiowatch.streams.sources.poller import DEFAULT_URLS, Poller, Series, series_from_spec
-from ratiowatch.streams.sources.sinks import KafkaTickSink, TickSink
+from ratiowatch.streams.sources.sinks import KafkaTickSink, MeteredSink, TickSink
 
 __all__ = ["FeedSpec", "SourceOptions", "add_source_arguments", "source_options_from_args", "run_sources",
-           "TickSink", "KafkaTickSink", "VENDOR_FORMATS", "FEED_FORMATS", "feed_client"]
+           "TickSink", "KafkaTickSink", "MeteredSink", "VENDOR_FORMATS", "FEED_FORMATS", "feed_client"]
 
 log = logging.getLogger(__name__)
 

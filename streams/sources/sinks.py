@@ -13,6 +13,7 @@ Dead letters are keyed like the ticks of the same source.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from ..ticks import Tick, encode_ticks
@@ -51,9 +52,38 @@ class KafkaTickSink(_Counting):
         self.producer = producer
 
     async def send_ticks(self, ticks: list[Tick], key: bytes) -> None:
-        await self.producer.send_and_wait(TICKS, encode_ticks(ticks), key=key)
-        self._count(ticks)
+        await self._send(TICKS, encode_ticks(ticks), key, ticks)
 
     async def send_dlq(self, record: bytes, key: bytes) -> None:
-        await self.producer.send_and_wait(TICKS_DLQ, record, key=key)
-        self._count(None)
+        await self._send(TICKS_DLQ, record, key, None)
+
+    async def _send(self, topic: str, value: bytes, key: bytes, ticks: list[Tick] | None) -> None:
+        # A stop (cancellation) does not abandon a send already handed to the producer: it may be
+        # on the topic already, and then it must be counted too (the counts are the source's
+        # word on what it sent).
+        sent = asyncio.ensure_future(self.producer.send_and_wait(topic, value, key=key))
+        try:
+            await asyncio.shield(sent)
+        except asyncio.CancelledError:
+            await sent
+            self._count(ticks)
+            raise
+        self._count(ticks)
+
+
+class MeteredSink:
+    """A TickSink that also counts into the process's Prometheus metrics
+    (``ratiowatch_source_ticks_sent_total``, and dead letters by reason)."""
+
+    def __init__(self, inner: Any, metrics: Any) -> None:
+        self.inner, self.metrics, self.counters = inner, metrics, inner.counters
+
+    async def send_ticks(self, ticks: list[Tick], key: bytes) -> None:
+        await self.inner.send_ticks(ticks, key)
+        self.metrics.source_ticks_sent.inc(len(ticks))
+
+    async def send_dlq(self, record: bytes, key: bytes) -> None:
+        import orjson
+
+        await self.inner.send_dlq(record, key)
+        self.metrics.dead_lettered.labels(reason=str(orjson.loads(record).get("reason", "unknown"))).inc()
