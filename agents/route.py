@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import Counter
+from operator import itemgetter
 from typing import Any, Awaitable, Callable
 
 from ratiowatch.streams.ticks import Rejected, parse_records
@@ -35,6 +36,8 @@ PROGRESS_EVERY_S = 0.02
 # How often every shard hears, for every partition, whether it is caught up: the shards believe a
 # word for agents.watermark's claim_ttl_s (10x this), so a router that dies is noticed.
 HEARTBEAT_S = 0.5
+
+_EVENT_TIME = itemgetter(2)  # of a tick row (symbol, price, ts_ms)
 
 SendShard = Callable[[int, bytes], Awaitable[None]]
 DeadLetter = Callable[[Rejected, int | None, int | None], Awaitable[None]]
@@ -109,9 +112,10 @@ class Router:
                 else:
                     last = min(bisect_left(ends, start + ROUTE_CHUNK_TICKS, first), len(records) - 1)
                 chunk = rows[start:ends[last]] if first or last < len(records) - 1 else rows
-                for t in chunk:
-                    if t[2] > progress:
-                        progress = t[2]
+                if chunk:
+                    newest = max(map(_EVENT_TIME, chunk))
+                    if newest > progress:
+                        progress = newest
                 # Caught up only with the partition's last record: a shard may then let the
                 # partition go idle; a chunk with more behind it must still hold the watermark.
                 caught_up = last == len(records) - 1 and highwater is not None and records[last].offset + 1 >= highwater
@@ -140,6 +144,12 @@ class Router:
         how records are batched on their way to the shards; a shard judges what crosses
         partitions (agents/watermark.py)."""
         late, lateness = [], self.lateness_ms
+        if not rows:
+            return late
+        # Most fetches span less than the allowed lateness and start past it: nothing can be late.
+        times = list(map(_EVENT_TIME, rows))
+        if min(times) >= max(max(times), progress) - lateness:
+            return late
         for i, t in enumerate(rows):
             ts = t[2]
             if ts > progress:
