@@ -23,7 +23,6 @@ import logging
 import os
 import time
 from collections import Counter
-from datetime import date, timedelta
 from typing import Any, Callable
 
 import faust
@@ -305,29 +304,6 @@ class Pipeline:
         """Every tick routed so far has been applied (nothing in flight inside the pipeline)."""
         c = self.counters
         return c["shard_copies_in"] >= c["shard_copies_sent"] and not any(sh.gate.pending for sh in self._owned.values())
-
-    def owned_shards(self) -> list[int]:
-        return sorted(self._owned)
-
-    def statuses(self) -> list[dict[str, Any]]:
-        """Current status of every scenario this worker owns."""
-        out = []
-        for sh in self._owned.values():
-            for sid, e in sh.engine.engines.items():
-                out.append(e.status(sh.states.get(sid) or e.new_state()))
-        return out
-
-    def trigger_history(self, event: dict[str, Any]) -> tuple[list[Any], list[float]] | None:
-        """The event's series closes as (dates, values) from the live state, for alert charts."""
-        try:
-            _, st = self.engine_for(event["scenario"])
-        except KeyError:
-            return None
-        closes = st.series.get(event["series"]) if st else None
-        if closes is None or not closes.values:
-            return None
-        epoch = date(1970, 1, 1)
-        return [epoch + timedelta(days=s) for s in closes.sessions], list(closes.values)
 
     def engine_for(self, scenario_id: str) -> tuple[ScenarioEngine, ScenarioState | None]:
         for sh in self._owned.values():
