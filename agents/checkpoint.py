@@ -28,6 +28,7 @@ own state under ``~shard/<n>`` (``ShardState.to_dict``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from typing import Any, Awaitable, Callable
@@ -36,8 +37,11 @@ import orjson
 
 from .engine import ScenarioState
 from .evaluate import ShardState
+from .sessions import iso_utc
 
 __all__ = ["Checkpoint", "SHARD_KEY_PREFIX", "HISTORY_SUFFIX"]
+
+log = logging.getLogger(__name__)
 
 SHARD_KEY_PREFIX = "~shard/"  # table key of a shard's own state; '~' sorts after scenario ids
 HISTORY_SUFFIX = "/history"   # table key of a scenario's past closes (ids cannot contain '/')
@@ -71,6 +75,10 @@ class Checkpoint:
         saved = self._get(f"{SHARD_KEY_PREFIX}{sh.n}".encode())
         if saved:
             sh.restore(saved)
+            log.info("shard %d resumes at event time %s, after ticks offsets %s", sh.n,
+                     iso_utc(sh.gate.frontier) if sh.gate.frontier >= 0 else "none", sh.applied or "none")
+        else:
+            log.info("shard %d starts with no stored state", sh.n)
         for sid, e in sh.engine.engines.items():
             live = self._get(sid.encode())
             if live:

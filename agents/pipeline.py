@@ -124,6 +124,10 @@ class Pipeline:
         self.on_lost_write: Callable[[BaseException], None] = _exit_now  # tests may replace it
         self._owned: dict[int, ShardState] = {}
         self._on_topic: asyncio.Future[dict[str, list[tuple[int, str]]]] | None = None  # see _load_emitted
+        # Whether faust has recovered the table for the current assignment. Its own flag
+        # (recovery.completed) stays set from the first recovery on, so a shard loaded from the
+        # table during a later one would start from a half-read changelog: see _status_timer.
+        self._recovered = False
         self.pacer = StatusPacer(status_every_s)
 
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -158,6 +162,7 @@ class Pipeline:
         app.on_before_shutdown.connect(self._on_shutdown)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
+        app.on_rebalance_complete.connect(self._on_recovered)
         app.sensors.add(_StopOnLostWrite(self))
 
     # --- I/O the stages use -------------------------------------------------------------------
@@ -250,6 +255,7 @@ class Pipeline:
             self.pacer.crossed(n, ev["scenario"])
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
+        self._recovered = False
         shards = sorted(tp.partition for tp in assigned if tp.topic == T.SHARD_TICKS)
         log.info("this worker owns shards %s of %d", ",".join(map(str, shards)) or "none", self.shards)
         if shards and self._on_topic is None:
@@ -259,7 +265,12 @@ class Pipeline:
         for n in shards:  # the page shows every scenario an engine owns, ticked or not
             self.pacer.touched(n, [sc.id for sc in self.map.scenarios[n]])
 
+    async def _on_recovered(self, sender: Any, **_: Any) -> None:
+        # Sent by faust once the table holds what the changelog had for the assigned partitions.
+        self._recovered = True
+
     async def _on_revoked(self, sender: Any, revoked: set[Any], **_: Any) -> None:
+        self._recovered = False
         # Another worker takes these shards over from the changelog: write what is not written
         # yet (faust has usually just done so through its commit), then forget our copy.
         self._on_topic = None  # shards taken over later must see what was sent until then
@@ -283,8 +294,9 @@ class Pipeline:
             await self.checkpoint.write(self._owned_list(), owned=lambda n: n in self._owned)
 
     async def _status_timer(self) -> None:
-        # A shard's state may only be loaded once the table has recovered it from the changelog.
-        if not self.app.tables.recovery.completed.is_set():
+        # A shard's state may only be loaded once the table has recovered it from the changelog
+        # (records reach _evaluate only after that; this timer runs regardless).
+        if not self._recovered or self.app.in_recovery:
             return
         for n, sid in self.pacer.due(time.monotonic()):
             if n in self._owned or self._assigned(n):

@@ -80,3 +80,17 @@ def test_a_role_serving_beyond_loopback_without_a_token_is_refused():
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 2
     assert "--http 0.0.0.0:9999: serving on a non-loopback address needs a token" in out.stderr
+
+
+def test_a_role_without_its_http_server_stays_alive_past_the_stall_limit(tmp_path):
+    # With --http off nothing serves /healthz, yet the unready watchdog still reads the heartbeat:
+    # the role must keep beating, or it would exit 3 once the 10 s stall limit (+3 s) has passed.
+    from ratiowatch.streams.app import ensure_topics
+    from ratiowatch.streams.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker, 2)
+        out = subprocess.run(RW + ["web", "--broker", broker.url, "--http", "off", "--unready-timeout", "3",
+                                   "--duration", "20"], capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "not ready for" not in out.stderr

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from datetime import date
 from pathlib import Path
 
@@ -36,14 +37,29 @@ class Worker:
 
     def __init__(self, url: str, cwd: Path) -> None:
         env = dict(os.environ, RATIOWATCH_SESSION_TIMEOUT_S="6")
-        self.proc = subprocess.Popen([RW, "-v", "engine", "--broker", url, "--http", "off"], cwd=cwd, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([RW, "-v", "engine", "--broker", url, "--http", "127.0.0.1:0"], cwd=cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.metrics_url: str | None = None
+        threading.Thread(target=self._read, args=(self.proc.stderr,), daemon=True).start()
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
 
-    def _read(self) -> None:
-        for line in self.proc.stderr:
+    def _read(self, stream) -> None:
+        for line in stream:
             self.lines.append(line)
+            if m := re.search(r"(http://127\.0\.0\.1:\d+)/metrics", line):
+                self.metrics_url = m.group(1) + "/metrics"
+
+    def report(self) -> str:
+        """Its log tail and its ratiowatch metrics: what a failed wait shows."""
+        text = "".join(self.lines[-60:])
+        if self.metrics_url and self.proc.poll() is None:
+            try:
+                body = urllib.request.urlopen(self.metrics_url, timeout=5).read().decode()
+                text += "".join(f"{line}\n" for line in body.splitlines() if line.startswith("ratiowatch_"))
+            except OSError as e:
+                text += f"(metrics unavailable: {e})\n"
+        return text
 
     def shards(self) -> set[int] | None:
         owned = [m.group(1) for line in self.lines if (m := re.search(r"owns shards ([\d,]*|none) of", line))]
@@ -69,11 +85,12 @@ def _events(bootstrap: str) -> list[dict]:
     return [orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, T.EVENTS)]
 
 
-def _wait(cond, timeout: float, what: str) -> None:
+def _wait(cond, timeout: float, what: str, *logs: Worker) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            tails = "\n".join(f"--- worker {i} ---\n{w.report()}" for i, w in enumerate(logs))
+            raise AssertionError(f"timed out waiting for {what}\n{tails}")
         time.sleep(0.5)
 
 
@@ -104,7 +121,7 @@ def _two_workers(cfg, groups, half, expected, mid_ts, tmp_path):
         a, b = Worker(broker.url, tmp_path), Worker(broker.url, tmp_path)
         try:
             _wait(lambda: a.shards() and b.shards() and not (a.shards() & b.shards())
-                  and len(a.shards() | b.shards()) == cfg.settings.partitions, 90, "both engines to own shards")
+                  and len(a.shards() | b.shards()) == cfg.settings.partitions, 90, "both engines to own shards", a, b)
             split = (a.shards(), b.shards())
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(3, 0), linger_ms=5)
 
@@ -119,9 +136,9 @@ def _two_workers(cfg, groups, half, expected, mid_ts, tmp_path):
             a.proc.send_signal(signal.SIGKILL)
             a.proc.wait(timeout=10)
             send(groups[half:])
-            _wait(lambda: b.shards() == set(range(cfg.settings.partitions)), 90, "the survivor to take every shard")
+            _wait(lambda: b.shards() == set(range(cfg.settings.partitions)), 90, "the survivor to take every shard", a, b)
             _wait(lambda: len({e["event_id"] for e in _events(broker.bootstrap)}) >= len(expected), 180,
-                  "every expected event")
+                  f"every expected event ({len(expected)})", a, b)
             # Once the group has committed every ticks and shard record, everything was handled:
             # an event sent twice would be on the topic by then.
             _wait(lambda: _all_committed(broker.bootstrap, cfg.settings.partitions), 120, "every record committed")

@@ -87,6 +87,9 @@ async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, heal
     server = await OpsServer(metrics, health, token=token, live=live).start(address) if address else None
     if server is not None:
         print(f"ratiowatch {name}: http://{address.host}:{server.port}/metrics /healthz /readyz", flush=True)
+    # The ops server stamps the heartbeat; without one (--http off) the unready watchdog below would
+    # otherwise read a stale heartbeat as a stuck loop and stop a healthy role.
+    beat = asyncio.create_task(health.heartbeat(), name="heartbeat") if server is None else None
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,6 +116,8 @@ async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, heal
         try:
             await asyncio.wait_for(stop(), 30)
         finally:
+            if beat is not None:
+                beat.cancel()
             if server is not None:
                 await server.close()
     return code
