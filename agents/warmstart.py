@@ -3,7 +3,7 @@ so a 63-session trigger is live from the first tick instead of three months late
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from ratiowatch.config import Config
@@ -14,15 +14,18 @@ from .engine import ScenarioState, ShardEngine
 __all__ = ["seed_states"]
 
 
-def seed_states(config: Config, folder: str | Path) -> tuple[dict[str, ScenarioState], dict[str, float], date | None]:
-    """Run the pure engine over the history (events are history, not alerts: they are dropped).
-    Returns (state per scenario id, last close per symbol, last date)."""
+def seed_states(config: Config, folder: str | Path, before: date | None = None
+                ) -> tuple[dict[str, ScenarioState], dict[str, float], date | None]:
+    """Run the pure engine over the history (events are history, not alerts: they are dropped),
+    up to the day ``before`` (excluded) if given. Returns (state per scenario id, last close per
+    symbol, last date)."""
     history = load_history(folder, config.symbols, config.settings.signed_symbols)
     engine = ShardEngine(config.scenarios, config.settings)
     states: dict[str, ScenarioState] = {}
     last: dict[str, float] = {}
     last_date = None
-    for d, ticks in daily_ticks(history, config.settings.session_timezone):
+    end = before - timedelta(days=1) if before is not None else None
+    for d, ticks in daily_ticks(history, config.settings.session_timezone, end=end):
         engine.apply(states, ticks[0].ts_ms, ticks)
         for t in ticks:
             last[t.symbol] = t.price

@@ -11,7 +11,8 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any
+from datetime import date
+from typing import Any, TextIO
 
 import orjson
 
@@ -30,6 +31,7 @@ HELP = "send daily history as ticks through the streaming path and print the eve
 # Records in flight between this producer and the worker. The embedded broker keeps only the
 # newest 5 MB of a partition, so the producer must not run far ahead of the consumer.
 MAX_IN_FLIGHT = 200
+PROGRESS_S = 5.0  # a long replay says where it is this often
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,8 +42,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speed", type=float, default=None, metavar="DAYS_PER_S",
                    help="pace the replay at this many trading days per second (default: as fast as it goes)")
     p.add_argument("--partitions", type=int, default=None)
+    p.add_argument("--from", dest="start", type=_day, default=None, metavar="YYYY-MM-DD",
+                   help="replay from this day on; the days before it warm the scenarios up without going "
+                        "through Kafka, so the events are those of a full replay from that day on")
+    p.add_argument("--to", dest="end", type=_day, default=None, metavar="YYYY-MM-DD",
+                   help="replay up to this day, included (default: the end of the history)")
     p.add_argument("--notify", action="store_true",
                    help="also deliver the trigger events to the scenarios' channels (email, Slack, push)")
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day as YYYY-MM-DD") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,8 +64,15 @@ def run(args: argparse.Namespace) -> int:
     if args.speed is not None and args.speed <= 0:
         print("ratiowatch replay: --speed must be > 0", file=sys.stderr)
         return 2
-    events, stats = asyncio.run(replay(config, args.data, broker=url, speed=args.speed,
-                                       partitions=args.partitions, notify=args.notify))
+    if args.start and args.end and args.end < args.start:
+        print(f"ratiowatch replay: --to {args.end} is before --from {args.start}", file=sys.stderr)
+        return 2
+    events, stats = asyncio.run(replay(config, args.data, broker=url, speed=args.speed, partitions=args.partitions,
+                                       notify=args.notify, start=args.start, end=args.end, progress=sys.stderr))
+    if not stats["dates"]:
+        print(f"ratiowatch replay: the history in {args.data} has no day from {args.start or 'its start'} "
+              f"to {args.end or 'its end'}", file=sys.stderr)
+        return 2
     for ev in events:
         if args.json:
             sys.stdout.write(orjson.dumps(ev).decode() + "\n")
@@ -64,14 +85,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def replay(config: Config, data: str, *, broker: str | None = None, speed: float | None = None,
-                 partitions: int | None = None, notify: bool = False,
+                 partitions: int | None = None, notify: bool = False, start: date | None = None,
+                 end: date | None = None, progress: TextIO | None = None,
                  app_id: str = T.APP_ID) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Run the replay; returns (events read back from the topic, in canonical order; stats)."""
+    """Run the replay of the days from ``start`` to ``end`` (both included; None: the history's
+    ends); returns (events read back from the topic, in canonical order; stats). ``progress``
+    gets a line every PROGRESS_S."""
+    from ratiowatch.agents.warmstart import seed_states
     from ratiowatch.roles.engine import EngineRole
     from ratiowatch.roles.notify import NotifyRole
 
     history = load_history(data, config.symbols, config.settings.signed_symbols)
-    rt = EngineRole(config, broker_url=broker, partitions=partitions, app_id=app_id)
+    # The days before ``start`` go through the same pure engine the workers run, in this process:
+    # the state a replay from the first day would have reached, without its events.
+    seed = seed_states(config, data, before=start)[0] if start is not None else None
+    days = list(daily_ticks(history, config.settings.session_timezone, start=start, end=end))
+    rt = EngineRole(config, broker_url=broker, partitions=partitions, app_id=app_id, seed=seed)
     notifier = None
     if notify:
         notifier = NotifyRole(config, bootstrap=rt.bootstrap, partitions=rt.partitions, history_dir=data,
@@ -84,12 +113,17 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
         await notifier.start()
     try:
         pipe = rt.pipeline
-        for _, ticks in daily_ticks(history, config.settings.session_timezone):
+        said = time.monotonic()
+        for day, ticks in days:
             while dates - pipe.counters["records_in"] > MAX_IN_FLIGHT:
                 await asyncio.sleep(0.005)
             await pipe.ticks_topic.send(key=b"replay", value=encode_ticks(ticks))
             dates += 1
             ticks_sent += len(ticks)
+            if progress is not None and time.monotonic() - said >= PROGRESS_S:
+                said = time.monotonic()
+                print(f"replay: at {day} ({dates}/{len(days)} days, {pipe.counters['events']} events so far)",
+                      file=progress, flush=True)
             if speed:
                 await asyncio.sleep(1.0 / speed)
         while pipe.counters["ticks_in"] < ticks_sent or not pipe.idle():
