@@ -15,10 +15,14 @@ def add_config(p: argparse.ArgumentParser) -> None:
                    help="scenario file (default: the shipped configs/scenarios.yaml)")
 
 
-def add_broker(p: argparse.ArgumentParser) -> None:
+def add_broker(p: argparse.ArgumentParser, embedded_default: bool = True) -> None:
+    """--broker; ``embedded_default``: without it the command starts an embedded broker (run,
+    replay), else it is required (a role joins a running cluster)."""
+    default = ("default: start an embedded broker in this process" if embedded_default
+               else "required: a role joins a running cluster (`ratiowatch broker` starts an embedded one)")
     p.add_argument("--broker", metavar="URL", default=os.environ.get("RATIOWATCH_BROKER"),
-                   help="kafka://host:port[,host:port] of a running cluster, or of `ratiowatch broker` "
-                        "(env RATIOWATCH_BROKER); default: start an embedded broker in this process")
+                   help=f"kafka://host:port[,host:port] of a running cluster, or of `ratiowatch broker` "
+                        f"(env RATIOWATCH_BROKER); {default}")
 
 
 def add_history(p: argparse.ArgumentParser, flag: str = "--history", required: bool = False) -> None:

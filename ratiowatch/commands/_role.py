@@ -24,7 +24,7 @@ WATCH_S = 1.0
 
 def add_role_arguments(p: argparse.ArgumentParser, http_port: int) -> None:
     add_config(p)
-    add_broker(p)
+    add_broker(p, embedded_default=False)
     p.add_argument("--partitions", type=int, default=None, help="engine partitions (default: settings.partitions)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop cleanly after this many seconds (default: until Ctrl-C or SIGTERM)")

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ratiowatch.roles.source import add_source_arguments
 
     add_config(p)
-    add_broker(p)
+    add_broker(p, embedded_default=False)
     add_history(p)
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop cleanly after this many seconds (default: until Ctrl-C or SIGTERM)")
