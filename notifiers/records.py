@@ -4,7 +4,8 @@
 outcome: ``{"event_id", "scenario", "channel", "attempt", "outcome", "error", "at_ms"}`` with
 outcome ``delivered`` | ``failed`` (an attempt failed; another may follow) | ``dead_lettered``
 (the last attempt failed; the message is on notifications.dlq) | ``skipped_duplicate`` (already
-delivered to this channel, attempt 0). ``channel`` is the channel's name, never its URL, and
+delivered to this channel, attempt 0) | ``silenced`` (a silence muted it, attempt 0; the record
+also has ``silence``, the silence id). ``channel`` is the channel's name, never its URL, and
 ``error`` is redacted.
 
 ``notifications.dlq`` (key: first event_id) gets one record per message that exhausted its
@@ -22,16 +23,21 @@ from .route import FIRING, RESOLVED, Notice
 
 __all__ = ["OUTCOMES", "DLQ_VERSION", "delivery_record", "dlq_record", "parse_dlq_record"]
 
-OUTCOMES = ("delivered", "failed", "dead_lettered", "skipped_duplicate")
+OUTCOMES = ("delivered", "failed", "dead_lettered", "skipped_duplicate", "silenced")
 DLQ_VERSION = 1
 
 
 def delivery_record(event_id: str, scenario: str, channel: str, attempt: int, outcome: str,
-                    error: str | None, at_ms: int) -> bytes:
+                    error: str | None, at_ms: int, silence: str | None = None) -> bytes:
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome {outcome!r} is not one of {OUTCOMES}")
-    return orjson.dumps({"event_id": event_id, "scenario": scenario, "channel": channel, "attempt": attempt,
-                         "outcome": outcome, "error": error, "at_ms": at_ms})
+    if (outcome == "silenced") != (silence is not None):
+        raise ValueError("a 'silenced' record names its silence, and only it does")
+    rec = {"event_id": event_id, "scenario": scenario, "channel": channel, "attempt": attempt,
+           "outcome": outcome, "error": error, "at_ms": at_ms}
+    if silence is not None:
+        rec["silence"] = silence
+    return orjson.dumps(rec)
 
 
 def dlq_record(channel: str, notices: Iterable[Notice], error: str, attempts: int, at_ms: int) -> bytes:

@@ -13,12 +13,14 @@ Integration surface (what the faust worker wires)::
         retry=RetryPolicy(),         # attempts 5, backoff 2 s doubling to 60 s, deadline 600 s
         rand=random.random,          # jitter source
         out=None,                    # stream of the console channel (default sys.stdout)
+        muted=None,                  # (scenario id, epoch s) -> id of a silence muting it, or None
     )
     await svc.start()                # opens the store, starts one worker task per channel
     await svc.handle(event)          # routes and enqueues; returns at once; InvalidEvent if malformed
     await svc.drain(timeout)         # True once everything queued is delivered or dead-lettered
     fut = await svc.redeliver(rec)   # a notifications.dlq record, sent again (dlq retry)
-    await svc.stop()                 # stops the workers (queued messages are not sent)
+    await svc.stop()                 # stops the workers (queued messages are not sent); returns
+                                     #   what was not sent (worker.Unsent), see describe_unsent
 
 ``publish`` writes to ``deliveries`` (key event_id: every attempt and outcome, records.py) and
 ``notifications.dlq`` (messages that exhausted their retries). A failing ``publish`` is logged and
@@ -56,14 +58,14 @@ from .redact import RedactingFilter, Redactor, redact_url
 from .render import render
 from .retry import RetryPolicy
 from .route import FIRING, Notice, check_event, route
-from .worker import ChannelWorker
+from .worker import ChannelWorker, Unsent
 
 # Loggers of libraries that see channel URLs: apprise logs the URL it loads (user name included),
 # urllib3 logs each request line at DEBUG (secret path segments included). A filter on a logger
 # only sees that logger's own records, so each is named.
 _FOREIGN_LOGGERS = ("apprise", "urllib3.connectionpool")
 
-__all__ = ["NotificationService", "Publish"]
+__all__ = ["NotificationService", "Publish", "Unsent", "describe_unsent"]
 
 log = logging.getLogger("ratiowatch.notifiers")
 
@@ -77,8 +79,12 @@ class NotificationService:
                  store_path: str | os.PathLike[str] | None = None, now: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, retry: RetryPolicy | None = None,
                  rand: Callable[[], float] = random.random, out: TextIO | None = None,
-                 track_records: dict[str, Any] | None = None) -> None:
+                 track_records: dict[str, Any] | None = None,
+                 muted: Callable[[str, float], str | None] | None = None) -> None:
         self.config = config
+        # Asked just before each message would be sent (worker.py): a muted one is recorded as
+        # `silenced` on deliveries and never sent, also after the silence ends.
+        self.muted = muted
         # scenario id -> what its trigger did over the history (ratiowatch.track_record), told
         # with each firing; computed at start and when scenarios change, never per event.
         self.track_records = track_records
@@ -107,6 +113,7 @@ class NotificationService:
         self._pending = 0
         self._idle: asyncio.Event | None = None
         self._charts: dict[str, bytes | None] = {}
+        self.unsent: list[Unsent] = []  # what the last stop() left unsent
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,13 +136,24 @@ class NotificationService:
                                                               track_records=self.track_records),
                 chart_for=self._chart_for, record=self._record, dead_letter=self._dead_letter,
                 settle=self._settle, window_for=_window, policy=self.policy, now=self.now, sleep=self.sleep,
-                rand=self.rand)
+                rand=self.rand, muted=self.muted)
             self._workers[ch.name] = w
             task = asyncio.create_task(w.run(), name=f"notify-{ch.name}")
             task.add_done_callback(_report_crash)
             self._tasks.append(task)
 
-    async def stop(self) -> None:
+    async def stop(self) -> list[Unsent]:
+        """Stops the workers. An attempt under way may end first (for at most the attempt timeout,
+        capped at 10 s): its outcome is then recorded, and no later attempt starts. Returns (and
+        keeps in ``unsent``) every message not sent: mid-retry, held, grouping or queued."""
+        if self._tasks:
+            for w in self._workers.values():
+                w.stopping = True
+            waits = [asyncio.ensure_future(w.at_rest()) for w in self._workers.values()]
+            _done, late = await asyncio.wait(waits, timeout=min(self.policy.attempt_timeout_s, 10.0) + 1.0)
+            for t in late:
+                t.cancel()
+            self.unsent = self.unsent_now()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -146,6 +164,11 @@ class NotificationService:
         if self._log is not None:
             self._log.close()
             self._log = None
+        return self.unsent
+
+    def unsent_now(self) -> list[Unsent]:
+        """Every message the channels hold and have not sent, now."""
+        return [u for w in self._workers.values() for u in w.unsent()]
 
     async def __aenter__(self) -> "NotificationService":
         await self.start()
@@ -225,9 +248,10 @@ class NotificationService:
             self._idle.set()
 
     async def _record(self, event_id: str, scenario: str, channel: str, attempt: int, outcome: str,
-                      error: str | None) -> None:
+                      error: str | None, silence: str | None = None) -> None:
         value = delivery_record(event_id, scenario, channel, attempt, outcome,
-                                None if error is None else self.redactor.text(error), int(self.now() * 1000))
+                                None if error is None else self.redactor.text(error), int(self.now() * 1000),
+                                silence)
         try:
             await self.publish(DELIVERIES, event_id.encode(), value)
         except Exception as e:
@@ -265,6 +289,37 @@ class NotificationService:
             self._charts.pop(next(iter(self._charts)))
         self._charts[n.event_id] = png
         return png
+
+
+_STATES = {"held": "held by quiet hours or the rate limit", "grouping": "in an open group window", "queued": "queued"}
+
+
+def describe_unsent(unsent: list[Unsent]) -> str:
+    """One line for a stop: how many notifications (event x channel) were not sent, and per
+    channel and scenario, in what state (mid-retry: after how many failed attempts, and the last
+    error). "" when nothing was pending."""
+    if not unsent:
+        return ""
+
+    def attempts(n: int) -> str:
+        return f"{n} failed attempt{'s' * (n != 1)}"
+
+    total = sum(len(u.event_ids) for u in unsent)
+    retrying = sum(len(u.event_ids) for u in unsent if u.failed_attempts)
+    parts = []
+    for u in unsent:
+        if u.state == "retrying":
+            state = f"retrying after {attempts(u.failed_attempts)}; last: {u.last_error}"
+        elif u.state == "sending":
+            state = f"attempt {u.failed_attempts + 1} under way at the stop, which may still reach the channel"
+            if u.failed_attempts:
+                state += f"; last failure: {u.last_error}"
+        else:
+            state = _STATES.get(u.state, u.state)
+        n = len(u.event_ids)
+        parts.append(f"{u.channel}: {u.scenario_id} ({n} event{'s' * (n != 1)}, {state}"
+                     + ("; a dlq re-delivery)" if u.redelivery else ")"))
+    return f"{total} notification{'s' * (total != 1)} not sent ({retrying} mid-retry): " + "; ".join(parts)
 
 
 def _report_crash(task: "asyncio.Task[None]") -> None:

@@ -146,6 +146,9 @@ class LiveHub:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._clients: set[ClientQueue] = set()
+        # More routes for the same server: the web role's silence API (ratiowatch/roles/silence_api.py),
+        # which OpsServer mounts through routes(); None for none.
+        self.api: Any = None
         self.stats: dict[str, int] = {
             "clients": 0, "connections": 0, "unauthorized": 0, "bad_origin": 0, "oversized": 0,
             "rate_limited": 0, "bad_messages": 0, "statuses": 0, "statuses_coalesced": 0,

@@ -55,6 +55,7 @@ class LiveRoutes:
             raise ValueError("token must be a non-empty string, or None for no token")
         self.hub = hub
         self.token = token
+        self.api = hub.api  # handles(path), async request(req, token) -> Response; or None
         web = resources.files("ratiowatch.streams").joinpath("web")
         self._assets = {name: web.joinpath(name).read_bytes() for name, _ in _ASSETS.values()}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["APP_ID", "TopicSpec", "topic_configs", "TICKS", "TICKS_DLQ", "SHARD_TICKS", "EVENTS", "DELIVERIES",
-           "NOTIFICATIONS_DLQ", "SCENARIO_STATUS", "STATE_TABLE", "changelog", "all_topics"]
+           "NOTIFICATIONS_DLQ", "SCENARIO_STATUS", "SILENCES", "STATE_TABLE", "changelog", "all_topics"]
 
 APP_ID = "ratiowatch"
 
@@ -21,6 +21,7 @@ EVENTS = "events"                   # key: scenario id; value: event JSON (schem
 DELIVERIES = "deliveries"           # one record per notification attempt and outcome
 NOTIFICATIONS_DLQ = "notifications.dlq"  # notifications that exhausted their retries
 SCENARIO_STATUS = "scenario-status"  # key: scenario id; value: its latest status JSON (compacted)
+SILENCES = "silences"               # key: silence id; value: the silence JSON (compacted; notifiers/silences.py)
 
 STATE_TABLE = "scenario-state"      # scenario id -> its series, closes, armed flags, applied offset
 
@@ -52,6 +53,9 @@ def all_topics(partitions: int = 8, app_id: str = APP_ID) -> list[TopicSpec]:
         TopicSpec(NOTIFICATIONS_DLQ, 1, retention_ms=4 * week, doc="notifications that exhausted retries"),
         TopicSpec(SCENARIO_STATUS, partitions, compacted=True,
                   doc="each scenario's latest status, read whole by every web process"),
+        # One partition: every notify and web process reads all of it, and one partition keeps
+        # an add and its expire in order.
+        TopicSpec(SILENCES, 1, compacted=True, doc="silences (mutes) by id, read whole by notify and web"),
         TopicSpec(changelog(STATE_TABLE, app_id), partitions, compacted=True, doc="scenario state changelog"),
     ]
 

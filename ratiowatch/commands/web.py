@@ -25,4 +25,5 @@ def _build(args: argparse.Namespace, config: Any, bootstrap: str, metrics: Any, 
     from ratiowatch.streams.live import LiveHub
 
     hub = LiveHub(scenarios=[s.id for s in config.scenarios])
-    return WebRole(hub, bootstrap=bootstrap, sec=load_kafka_security(), metrics=metrics, health=health), hub
+    return WebRole(hub, bootstrap=bootstrap, sec=load_kafka_security(), metrics=metrics, health=health,
+                   scenarios=[(s.id, s.title) for s in config.scenarios]), hub

@@ -10,6 +10,8 @@ path            what                                                   token
 ``/metrics``    Prometheus exposition (OpenMetrics when asked for)      required
 ``/``, ``/status``, ``/ws``  the web role's page, JSON and live stream   required
                 (mounted from :meth:`LiveHub.routes`)
+``/api/...``    the web role's silence API (roles/silence_api.py):     required; writes
+                GET, POST, DELETE; its own token rules                  need one set
 ==============  =====================================================  ===============
 
 Why health is open: container healthchecks and load balancers probe it without secrets, and the
@@ -33,7 +35,7 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Mapping
 from urllib.parse import urlsplit
 
 import orjson
@@ -193,8 +195,11 @@ class OpsServer:
 
     # --- requests ---------------------------------------------------------------------------------
 
-    def _process_request(self, conn: ServerConnection, req: Request) -> Response | None:
+    def _process_request(self, conn: ServerConnection, req: Request) -> Response | None | Awaitable[Response]:
         path = urlsplit(req.path).path
+        api = self.live.api if self.live is not None else None
+        if api is not None and api.handles(path):
+            return self._api_request(api, req, path)  # its own methods and token rules; websockets awaits it
         method = req.method
         if method not in ("GET", "HEAD"):
             resp: Response | None = response(405, b"only GET (or HEAD) here\n", "text/plain; charset=utf-8",
@@ -223,6 +228,14 @@ class OpsServer:
             return _verdict(self.health.readiness())
         body, ctype = self.metrics.exposition(req.headers.get("Accept"))
         return response(200, body, ctype)
+
+    async def _api_request(self, api: Any, req: Request, path: str) -> Response:
+        resp = await api.request(req, self.token)
+        if req.method == "HEAD":
+            resp = _headers_only(resp)
+        endpoint = "/api/silences/{id}" if path.startswith("/api/silences/") else path  # ids would explode the labels
+        self.metrics.http_requests.labels(endpoint=endpoint, code=str(resp.status_code)).inc()
+        return resp
 
     async def _websocket(self, ws: ServerConnection) -> None:
         # process_request lets a handshake through only for the mounted /ws.

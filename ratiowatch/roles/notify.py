@@ -1,6 +1,10 @@
 """The ``notify`` role: consumes ``events`` in its own consumer group and fans each trigger event
 out to its channels (notifiers/: routing, grouping, dedup, retries, dead letters, deliveries).
 
+It follows the ``silences`` topic (roles/silences.py) and reads it to its end before it consumes
+``events``: a notification that a silence mutes when it would be sent is recorded as ``silenced``
+on ``deliveries`` instead (notifiers/worker.py).
+
 It has its own faust app (app id ``ratiowatch-notify``, so its own group and committed offsets),
 and can be scaled: the group splits the ``events`` partitions between processes. It shares
 nothing with the engine but the topics.
@@ -9,6 +13,7 @@ nothing with the engine but the topics.
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,18 +24,21 @@ from ratiowatch.agents.notify import install_notifier
 from ratiowatch.config import Config
 from ratiowatch.notifiers.chart import history_from_folder
 from ratiowatch.notifiers.retry import RetryPolicy
-from ratiowatch.notifiers.service import NotificationService
+from ratiowatch.notifiers.service import NotificationService, describe_unsent
 from ratiowatch.ops.faust_sensors import install_faust_monitor
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.metrics import Metrics
+from ratiowatch.roles.silences import SilenceFollower
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import create_app
-from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
+from ratiowatch.streams.kafka_settings import KafkaSecurity, faust_app_kwargs, load_kafka_security
 from ratiowatch.track_record import track_records_from_history
 
 __all__ = ["NotifyRole", "NOTIFY_APP_ID"]
 
 NOTIFY_APP_ID = "ratiowatch-notify"
+
+log = logging.getLogger(__name__)
 
 
 class NotifyRole:
@@ -46,8 +54,10 @@ class NotifyRole:
         self.config = config
         self.partitions = partitions or config.settings.partitions
         extra: dict[str, Any] = {}
+        sec = KafkaSecurity()  # an embedded broker in this process speaks plaintext
         if not ephemeral:
-            extra = faust_app_kwargs(load_kafka_security())
+            sec = load_kafka_security()
+            extra = faust_app_kwargs(sec)
         self.app = create_app(f"kafka://{bootstrap}", partitions=self.partitions, app_id=app_id,
                               datadir=datadir, **extra, **(app_settings or {}))
         self.metrics = metrics if metrics is not None else Metrics()
@@ -74,9 +84,13 @@ class NotifyRole:
         folder = self._folder(bootstrap, ephemeral)
         # What each trigger did over the history, told with each firing: at start, never per event.
         records = track_records_from_history(config, history_dir) if history_dir else None
+        # Silences mute at send time (notifiers/worker.py); a bad record on `silences` is skipped
+        # and the last good silences stay in force.
+        self.silences = SilenceFollower(bootstrap=bootstrap, role="notify", sec=sec,
+                                        on_bad_record=self._bad_silence)
         self.service = NotificationService(config, publish, history_for=history_for,
                                            store_path=str(folder / "notifications.sqlite"), retry=retry,
-                                           track_records=records)
+                                           track_records=records, muted=self.silences.muted)
         events = self.app.topic(T.EVENTS, key_serializer="raw", value_serializer="raw", partitions=self.partitions)
 
         async def handle(event: dict[str, Any]) -> None:
@@ -85,11 +99,16 @@ class NotifyRole:
 
         install_notifier(self.app, events, handle, pending=lambda: self.service.pending,
                          inbox_path=folder / "inbox.sqlite", on_bad_record=self._bad_record)
-        self.bad_records = 0
+        self.bad_records = 0  # on events
+        self.bad_silences = 0
 
     def _bad_record(self, why: str) -> None:
         self.bad_records += 1
         self.metrics.bad_records.labels(role="notify", topic=T.EVENTS).inc()
+
+    def _bad_silence(self, why: str) -> None:
+        self.bad_silences += 1
+        self.metrics.bad_records.labels(role="notify", topic=T.SILENCES).inc()
 
     def _folder(self, bootstrap: str, ephemeral: bool) -> Path:
         """The dedup record and the inbox must live exactly as long as the events they account
@@ -104,8 +123,15 @@ class NotifyRole:
         return folder
 
     async def start(self) -> None:
-        await self.service.start()
-        await self.app.start()
+        # Silences first, read to their end: nothing may be sent that a silence written before
+        # this process started mutes.
+        await self.silences.start()
+        try:
+            await self.service.start()
+            await self.app.start()
+        except BaseException:
+            await self.silences.stop()
+            raise
 
     async def drain(self, timeout: float) -> None:
         await self.service.drain(timeout=timeout)
@@ -115,4 +141,27 @@ class NotifyRole:
             await self.app.stop()
         finally:
             await self.service.stop()
+            self._report_unsent()
+            await self.silences.stop()
             self.metrics.remove_lag_source(self.app_id)
+
+    def _report_unsent(self) -> None:
+        """At stop: what the channels had not sent, and where it resumes. The truth of the second
+        part is agents/notify.py's: an event's offset on ``events`` is committed while its notices
+        may still be retrying, so the committed offset does not bring them back; the event is kept
+        in the inbox beside the dedup record until every notice is settled, and a notify role
+        started on that folder hands the inbox to the channels again."""
+        text = describe_unsent(self.service.unsent)
+        if not text:
+            log.info("notify: stopped with no notification pending")
+            return
+        folder = Path(self.service.store_path).parent
+        if getattr(self, "_tmp", None) is not None:
+            where = ("they will not be sent: the embedded broker, its events and this role's inbox end with this "
+                     "process (run against a broker, --broker kafka://HOST:PORT, to keep them)")
+        else:
+            where = (f"they resume from the inbox {folder / 'inbox.sqlite'}, not from the committed `events` offset "
+                     "(already past them): a notify role started again with this data dir against this cluster "
+                     "sends them (an event whose offset was not committed yet is also read again); the dedup "
+                     f"record {folder / 'notifications.sqlite'} keeps what was delivered from going twice")
+        log.warning("notify: stopping with %s. %s", text, where)

@@ -8,20 +8,29 @@ to the end offsets it found at start.
 
 A record it cannot use (not JSON, no scenario id) is counted, logged with its offset and skipped:
 a bad record on a topic must not take the page down.
+
+It also follows ``silences`` (roles/silences.py): each status it shows carries ``muted`` (until
+when, which silence, its comment and author; null when no silence matches), re-published when a
+silence is added or expired and when one runs out; and it serves the silence API
+(roles/silence_api.py) on the ops server, writing silences with its own producer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Iterable
 
 import orjson
 
 from ratiowatch.ops.health import Health
+from ratiowatch.notifiers.silences import Silence, encode
 from ratiowatch.ops.metrics import Metrics
+from ratiowatch.roles.silence_api import SilenceApi, mute_json
+from ratiowatch.roles.silences import SilenceFollower
 from ratiowatch.streams import topics as T
-from ratiowatch.streams.clients import aio_consumer
+from ratiowatch.streams.clients import aio_consumer, aio_producer
 from ratiowatch.streams.kafka_settings import KafkaSecurity
 from ratiowatch.streams.live import LiveHub
 
@@ -30,11 +39,15 @@ __all__ = ["WebRole", "RECENT_EVENTS"]
 log = logging.getLogger(__name__)
 
 RECENT_EVENTS = 100  # per partition of ``events``: the crossings a fresh page starts with
+MUTE_CHECK_S = 1.0   # how soon a card stops saying "muted" after its silence runs out
 
 
 class WebRole:
     def __init__(self, hub: LiveHub, *, bootstrap: str, sec: KafkaSecurity | None = None,
-                 metrics: Metrics | None = None, health: Health | None = None, client_id: str = "ratiowatch-web") -> None:
+                 metrics: Metrics | None = None, health: Health | None = None, client_id: str = "ratiowatch-web",
+                 scenarios: Iterable[tuple[str, str]] | None = None) -> None:
+        """``scenarios``: (id, title) of the config's scenarios, which the silence API lets a silence
+        name (default: those with a status on the topic)."""
         self.hub = hub
         self.bootstrap = bootstrap
         self.sec = sec
@@ -46,8 +59,26 @@ class WebRole:
         self.counters = {"statuses": 0, "events": 0, "bad_records": 0}
         self._task: asyncio.Task[None] | None = None
         self._consumer: Any = None
+        self._configured = list(scenarios) if scenarios is not None else None
+        self._statuses: dict[str, dict] = {}  # latest status per scenario as read, before its mute is added
+        self._shown_mute: dict[str, Any] = {}
+        self.silences = SilenceFollower(bootstrap=bootstrap, role="web", sec=sec, on_bad_record=self._bad_silence,
+                                        on_change=self._refresh_mutes)
+        self._producer: Any = None
+        self._mute_task: asyncio.Task[None] | None = None
+        hub.api = SilenceApi(self.silences.silences, self._scenarios, self._write_silence)
 
     async def start(self) -> None:
+        # Silences first: the first statuses shown already say whether they are muted.
+        await self.silences.start()
+        try:
+            await self._start_statuses()
+        except BaseException:
+            await self.silences.stop()
+            raise
+        self._mute_task = asyncio.create_task(self._expire_mutes(), name="web-mutes")
+
+    async def _start_statuses(self) -> None:
         from aiokafka import TopicPartition
 
         c = self._consumer = aio_consumer(self.bootstrap, client_id=self.client_id, sec=self.sec)
@@ -108,14 +139,60 @@ class WebRole:
             return
         if topic == T.SCENARIO_STATUS:
             self.counters["statuses"] += 1
-            self.hub.publish_status(doc)
+            self._statuses[doc["scenario"]] = doc
+            self._show(doc["scenario"], self._mute(doc["scenario"]))
         else:
             self.counters["events"] += 1
             self.hub.publish_event(doc)
 
+    # --- silences ------------------------------------------------------------------------------
+
+    def _mute(self, scenario: str) -> dict[str, Any] | None:
+        return mute_json(self.silences.silences.muting(scenario, datetime.now(timezone.utc)))
+
+    def _show(self, scenario: str, mute: dict[str, Any] | None) -> None:
+        self._shown_mute[scenario] = mute
+        self.hub.publish_status({**self._statuses[scenario], "muted": mute})
+
+    def _refresh_mutes(self) -> None:
+        """Re-publish the statuses whose mute changed (a silence added, expired or run out)."""
+        for sid in self._statuses:
+            mute = self._mute(sid)
+            if mute != self._shown_mute.get(sid):
+                self._show(sid, mute)
+
+    async def _expire_mutes(self) -> None:
+        while True:  # a silence runs out without a record on the topic: look every second
+            await asyncio.sleep(MUTE_CHECK_S)
+            self._refresh_mutes()
+
+    def _bad_silence(self, why: str) -> None:
+        self.counters["bad_records"] += 1
+        self.metrics.bad_records.labels(role="web", topic=T.SILENCES).inc()
+
+    def _scenarios(self) -> list[tuple[str, str]]:
+        if self._configured is not None:
+            return self._configured
+        return [(sid, str(st.get("title") or sid)) for sid, st in self._statuses.items()]
+
+    async def _write_silence(self, s: Silence) -> None:
+        """Put ``s`` on the topic (acknowledged by the cluster), and in force here at once: the
+        answer to a POST must hold for the GET that follows it."""
+        if self._producer is None:
+            self._producer = aio_producer(self.bootstrap, client_id=f"{self.client_id}-silences", sec=self.sec)
+            await self._producer.start()
+        key, value = encode(s)
+        await self._producer.send_and_wait(T.SILENCES, value, key=key)
+        self.silences.silences.put(s)
+        self._refresh_mutes()
+
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._mute_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        await self.silences.stop()

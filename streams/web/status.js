@@ -149,6 +149,16 @@
     return line;
   }
 
+  // A silence (ratiowatch silence add / POST /api/silences) mutes the scenario's notifications.
+  function renderMute(card, m) {
+    const el = card.querySelector(".mute");
+    el.hidden = !m;
+    if (!m) return;
+    const until = String(m.until).replace("T", " ").replace(/(:\d\d)(\.\d+)?Z$/, "$1 UTC");
+    text(el, `Muted until ${until}: ${m.comment} (${m.author})`);
+    el.title = "silence " + m.silence;
+  }
+
   function renderStatus(s) {
     const card = cardFor(s.scenario);
     const t = s.trigger || {};
@@ -157,6 +167,7 @@
     const badge = card.querySelector(".badge");
     text(badge, t.state || "");
     badge.className = "badge state-" + String(t.state || "").replace(/[^a-z]/g, "");
+    renderMute(card, s.muted);
     text(card.querySelector(".trigger"), "Trigger: " + (t.description || ""));
     text(card.querySelector(".reading"), reading(t));
     const bar = card.querySelector(".bar");

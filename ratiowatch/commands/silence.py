@@ -1,0 +1,154 @@
+"""``ratiowatch silence``: mute scenarios for a while, on Alertmanager's model (``amtool silence``).
+
+    ratiowatch silence add small-caps-outperform --for 4h --comment "already on it" --broker kafka://HOST:PORT
+    ratiowatch silence add --all --until 2026-12-03T09:30:00-05:00 --comment "FOMC day"
+    ratiowatch silence list
+    ratiowatch silence expire ID
+
+Silences live on the compacted ``silences`` topic of the cluster (key: silence id). While one
+matches a scenario, the notify role sends none of its notifications and writes a ``silenced``
+record on ``deliveries`` instead; events still go to ``events``, and what a silence suppressed is
+never sent later. ``expire`` ends a silence now by writing it again with ``ends_at`` = now, so it
+stays in ``list`` (as expired).
+
+``add`` checks the scenario ids against --config (default: the shipped scenarios). Bad input
+(an unknown scenario, a duration <= 0, an --until in the past or without a UTC offset, an empty
+comment, an unknown or expired id for ``expire``) exits 2 with the reason and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from datetime import datetime, timezone
+
+from ratiowatch.config import load_config
+from ratiowatch.notifiers.silences import SilenceError, SilenceSet, encode, expire, new_silence, state
+from ratiowatch.streams.clients import kafka_python_kwargs_for
+from ratiowatch.streams.kafka_settings import KafkaSecurity, load_kafka_security
+from ratiowatch.streams.readback import read_topic
+from ratiowatch.streams.topics import SILENCES
+
+from ._common import add_config, broker_url
+
+__all__ = ["NAME", "HELP", "add_arguments", "run", "read_silences", "write_silence"]
+
+NAME = "silence"
+HELP = "mute scenarios for a while: silence add / list / expire (on the cluster's silences topic)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = __doc__
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = sub.add_parser("add", help="mute scenarios (or --all) for --for DURATION or --until TIME")
+    a.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario ids to mute")
+    a.add_argument("--all", action="store_true", dest="all_scenarios", help="mute every scenario")
+    a.add_argument("--for", dest="duration", metavar="DURATION", help="how long: 30m, 4h, 1d12h, 2w")
+    a.add_argument("--until", metavar="TIME", help="until an ISO-8601 time with a UTC offset, "
+                                                   "e.g. 2026-12-03T09:30:00-05:00 or ...Z")
+    a.add_argument("--comment", required=True, help="why (shown in the list and on the status page)")
+    a.add_argument("--author", default=None, help="who (default: the login name)")
+    add_config(a)
+    lst = sub.add_parser("list", help="every silence, newest first, with its state (active, pending, expired)")
+    lst.add_argument("--json", action="store_true", help="the silences as JSON")
+    e = sub.add_parser("expire", help="end a silence now (it stays listed, as expired)")
+    e.add_argument("id", metavar="ID")
+    for q in (a, lst, e):
+        # Not _common.add_broker: that one promises an embedded broker; silences live on a cluster.
+        q.add_argument("--broker", metavar="URL", default=os.environ.get("RATIOWATCH_BROKER"),
+                       help="kafka://host:port[,host:port] of the cluster (env RATIOWATCH_BROKER); required")
+
+
+def _fail(msg: str) -> int:
+    print(f"ratiowatch silence: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
+    url = broker_url(args.broker)
+    if url is None:
+        return _fail("--broker kafka://HOST:PORT is required (silences live on that cluster)")
+    bootstrap = url.removeprefix("kafka://")
+    now = now or datetime.now(timezone.utc)
+    if args.action == "add":
+        # Everything is checked before the cluster is touched: bad input writes nothing.
+        known = [s.id for s in load_config(args.config, require_channels=False).scenarios]
+        try:
+            s = new_silence(args.scenarios, all_scenarios=args.all_scenarios, duration=args.duration,
+                            until=args.until, comment=args.comment, author=args.author or _login(), now=now,
+                            known=known)
+        except SilenceError as e:
+            return _fail(str(e))
+        sec = load_kafka_security()
+        write_silence(bootstrap, *encode(s), sec=sec)
+        print(s.id)
+        return 0
+    sec = load_kafka_security()
+    silences = read_silences(bootstrap, sec=sec)
+    if args.action == "expire":
+        s = silences.get(args.id)
+        if s is None:
+            return _fail(f"no silence {args.id!r} on {SILENCES} (see `ratiowatch silence list`)")
+        try:
+            ended = expire(s, now)
+        except SilenceError as e:
+            return _fail(str(e))
+        write_silence(bootstrap, *encode(ended), sec=sec)
+        print(f"silence {s.id} expired")
+        return 0
+    rows = silences.all()
+    if args.json:
+        print(json.dumps([{**s.as_json(), "state": state(s, now)} for s in rows], indent=2))
+    else:
+        _table(rows, now)
+    return 0
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in a bare container: the silence still needs an author
+        return "unknown"
+
+
+def _table(rows: list, now: datetime) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    t.add_column("ID", no_wrap=True)  # copied into `silence expire`: never folded
+    for col in ("SCENARIOS", "STATE", "STARTS", "ENDS", "AUTHOR", "COMMENT"):
+        t.add_column(col, overflow="fold")
+    short = "%Y-%m-%d %H:%M UTC"
+    for s in rows:
+        t.add_row(s.id, ", ".join(s.matchers), state(s, now), s.starts_at.strftime(short),
+                  s.ends_at.strftime(short), s.author, s.comment)
+    # Piped (grep, a script): one line per silence, whole, rather than rich's 80-column guess.
+    Console(width=None if sys.stdout.isatty() else 1000).print(t if rows else "no silences")
+
+
+def read_silences(bootstrap: str, *, sec: KafkaSecurity | None = None) -> SilenceSet:
+    """Every silence on the topic (bad records skipped, with a warning on stderr)."""
+    out = SilenceSet()
+    for key, value, partition, offset in read_topic(bootstrap, SILENCES, sec=sec):
+        try:
+            out.apply(key, value)
+        except SilenceError as e:
+            print(f"{SILENCES}[{partition}]@{offset}: skipped: {e}", file=sys.stderr)
+    return out
+
+
+def write_silence(bootstrap: str, key: bytes, value: bytes, *, sec: KafkaSecurity | None = None) -> None:
+    """Write one record and wait for the cluster to acknowledge it (acks=all)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="ratiowatch-silence", acks="all",
+                             **kafka_python_kwargs_for(sec))
+    try:
+        producer.send(SILENCES, key=key, value=value).get(timeout=30)
+    finally:
+        producer.close()
