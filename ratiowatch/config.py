@@ -7,6 +7,7 @@ the place (scenario id, key) and the problem, and the CLI turns it into exit cod
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -24,7 +26,10 @@ from ratiowatch.errors import ConfigError
 __all__ = [
     "SeriesSpec", "Rule", "Scenario", "Channel", "CHANNEL_FORMATS", "Settings", "Config",
     "load_config", "parse_config", "default_config_path", "parse_series", "interpolate_env",
+    "interpolate_url", "unprovided_symbols", "warn_unprovided_symbols",
 ]
+
+log = logging.getLogger("ratiowatch.config")
 
 _SYMBOL = r"[A-Za-z0-9_.^=:]+"
 _SERIES_RE = re.compile(rf"^\s*({_SYMBOL})\s*(?:([/-])\s*({_SYMBOL}))?\s*$")
@@ -158,6 +163,15 @@ class Channel:
     # How messages are rendered: "auto" picks by URL scheme (mailto -> email, slack/mmost -> slack,
     # ntfy/pushover/... -> push, json/form/xml -> json, console -> text); see docs/notifications.md.
     format: str = "auto"
+    # The environment variables the URL needs that are not set, when the config was loaded for a
+    # command that does not notify (``load_config(require_channels=False)``). Such a channel is
+    # disabled: ``url`` is "" and nothing may be sent through it.
+    unset: tuple[str, ...] = ()
+    template: str = field(default="", repr=False)  # the URL as written in the file, before ${ENV}
+
+    @property
+    def enabled(self) -> bool:
+        return not self.unset
 
 
 CHANNEL_FORMATS = ("auto", "slack", "email", "push", "text", "json")
@@ -180,6 +194,15 @@ class Config:
     scenarios: tuple[Scenario, ...]
     channels: dict[str, Channel]
     settings: Settings
+    # Sanity warnings found at load (e.g. a relative-change threshold of 800%), each naming the
+    # file, the place and what the value reads as; load_config also logs them at WARNING.
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def unset_channels(self) -> dict[str, tuple[str, ...]]:
+        """Channel name -> the environment variables it needs that are not set (only with
+        ``require_channels=False``; otherwise an unset variable fails the load)."""
+        return {n: c.unset for n, c in self.channels.items() if c.unset}
 
     @property
     def symbols(self) -> frozenset[str]:
@@ -204,8 +227,9 @@ _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def interpolate_env(text: str, env: dict[str, str] | None = None) -> str:
-    """Replace ``${VAR}`` (or ``${VAR:-default}``) with the environment's value. Raises KeyError
-    naming the variable when it is unset and has no default."""
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) with the environment's value, as is. Raises
+    KeyError naming the variable when it is unset and has no default. Channel URLs use
+    :func:`interpolate_url`, which percent-encodes where the URL needs it."""
     env = os.environ if env is None else env
 
     def sub(m: re.Match[str]) -> str:
@@ -219,12 +243,78 @@ def interpolate_env(text: str, env: dict[str, str] | None = None) -> str:
     return _ENV_RE.sub(sub, text)
 
 
+def _url_parts_to_encode(template: str) -> list[bool]:
+    """For each ``${...}`` in a URL template: whether its value lands in the userinfo, the path or
+    the query (percent-encode it) rather than the scheme or the host and port (as is).
+
+    Decided on the template's own characters, with the substitutions masked out, so a value can
+    never move the boundaries: ``mailto://u:${PASS}@host`` encodes PASS; ``${SLACK_URL}`` (no
+    ``://`` of its own), ``${SCHEME}://...`` and ``smtp://u:p@${HOST}:${PORT}`` do not.
+    """
+    spans = [m.span() for m in _ENV_RE.finditer(template)]
+    masked = list(template)
+    for a, b in spans:
+        masked[a:b] = "\0" * (b - a)
+    text = "".join(masked)
+    sep = text.find("://")
+    if sep < 0:
+        return [False] * len(spans)
+    start = sep + 3
+    ends = [i for i in (text.find("/", start), text.find("?", start)) if i >= 0]
+    auth_end = min(ends) if ends else len(text)
+    at = text.rfind("@", start, auth_end)  # the userinfo ends at the authority's last '@'
+    out = []
+    for a, _b in spans:
+        if a < start:
+            out.append(False)  # scheme (or a whole-URL variable before a literal '://')
+        elif a < auth_end:
+            out.append(at >= 0 and a < at)  # userinfo: encode; host and port: as is
+        else:
+            out.append(True)  # path and query
+    return out
+
+
+def interpolate_url(template: str, env: dict[str, str] | None = None) -> tuple[str, tuple[str, ...]]:
+    """A channel URL with its ``${VAR}`` (or ``${VAR:-default}``) filled in: ``(url, unset)``.
+
+    A value substituted into the userinfo, a path segment or the query is percent-encoded (every
+    reserved character, ``quote(value, safe='')``), so a password with ``@ : / ? # %`` stays a
+    password: apprise decodes it back. A variable that is the whole URL, the scheme, the host or
+    the port is used as is. ``unset`` names the variables that are not set and have no default
+    (the URL is then incomplete and must not be used).
+    """
+    env = os.environ if env is None else env
+    encode = iter(_url_parts_to_encode(template))
+    unset: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        enc = next(encode)
+        if name in env:
+            value = env[name]
+        elif default is not None:
+            value = default
+        else:
+            if name not in unset:
+                unset.append(name)
+            return m.group(0)
+        return quote(value, safe="") if enc else value
+
+    return _ENV_RE.sub(sub, template), tuple(unset)
+
+
 def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None,
-                known_symbols: Iterable[str] | None = None) -> Config:
+                known_symbols: Iterable[str] | None = None, require_channels: bool = True) -> Config:
     """Load and validate a scenario file (default: the shipped one).
 
     ``known_symbols``: when given (e.g. the symbols a history folder has data for), a series that
     names any other symbol is an error.
+
+    ``require_channels``: whether every channel's ${ENV} must be set (a command that notifies).
+    With False (backtest, replay without --notify, config show), a channel whose URL needs an
+    unset variable loads disabled, with ``Channel.unset`` naming the variables.
+
+    Sanity warnings (:attr:`Config.warnings`) are logged at WARNING on logger ``ratiowatch.config``.
     """
     path = str(path) if path is not None else default_config_path()
     p = Path(path)
@@ -242,7 +332,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, st
         raise ConfigError(path, "", "not UTF-8 text") from None
     except RecursionError:
         raise ConfigError(path, "", "nested too deeply to be a scenario file") from None
-    return parse_config(raw, path, env=env, known_symbols=known_symbols)
+    cfg = parse_config(raw, path, env=env, known_symbols=known_symbols, require_channels=require_channels)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    return cfg
 
 
 class _Keys:
@@ -380,17 +473,19 @@ def _parse_settings(file: str, raw: Any) -> Settings:
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-def _parse_channel(file: str, name: str, raw: Any, env: dict[str, str] | None) -> Channel:
+def _parse_channel(file: str, name: str, raw: Any, env: dict[str, str] | None, require: bool = True) -> Channel:
     where = f"channels.{name}"
     if isinstance(raw, str):
         raw = {"url": raw}
     k = _Keys(file, where, raw, {"url", "rate_limit_per_min", "quiet_hours", "timezone", "format"})
     url_t = k.string("url")
-    try:
-        url = interpolate_env(url_t, env)
-    except KeyError as e:
-        raise k.err("url", f"environment variable {e.args[0]} is not set (set it, or write ${{{e.args[0]}:-default}})") from None
-    if url != "console" and "://" not in url:
+    url, unset = interpolate_url(url_t, env)
+    if unset and require:
+        v = unset[0]
+        raise k.err("url", f"environment variable {v} is not set (set it, or write ${{{v}:-default}})")
+    if unset:
+        url = ""  # disabled: the command does not notify, and an incomplete URL is never used
+    elif url != "console" and "://" not in url:
         raise k.err("url", "must be an apprise URL (scheme://...) or 'console'")
     rate = k.integer("rate_limit_per_min", None, minimum=1)
     quiet = None
@@ -410,11 +505,25 @@ def _parse_channel(file: str, name: str, raw: Any, env: dict[str, str] | None) -
     fmt = k.string("format", "auto")
     if fmt not in CHANNEL_FORMATS:
         raise k.err("format", f"must be one of {', '.join(CHANNEL_FORMATS)}, got {fmt!r}")
-    return Channel(name, url, rate, quiet, tz, fmt)
+    return Channel(name, url, rate, quiet, tz, fmt, unset, url_t)
+
+
+def _rule_warnings(where: str, r: Rule) -> list[str]:
+    """A relative change (ratio or level, lookback/ma/high/low) of 100% or more is almost always a
+    percentage written as a whole number: ``above: 8`` reads as +800%, not +8%."""
+    if r.series.kind == "spread" or r.transform not in _metric.WINDOWED:
+        return []
+    key = "above" if r.direction == "up" else "below"
+    out = []
+    for k, v in ((key, r.threshold), ("rearm", r.rearm)):
+        if abs(v) >= 1.0 and (k != "rearm" or v != r.threshold):
+            out.append(f"{where}.{k}: {v:g} reads as a change of {v * 100:+.0f}% ({r.describe()}); "
+                       f"relative changes are fractions: {v / 100:+g} is {v:+g}%")
+    return out
 
 
 def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None = None,
-                 known_symbols: Iterable[str] | None = None) -> Config:
+                 known_symbols: Iterable[str] | None = None, require_channels: bool = True) -> Config:
     """Validate an already-parsed YAML document. See :func:`load_config`."""
     if raw is None:
         raise ConfigError(file, "", "file is empty: it needs a 'scenarios:' list")
@@ -431,12 +540,13 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
     for name, spec in raw_channels.items():
         if not isinstance(name, str) or not _ID_RE.match(name):
             raise top.err("channels", f"channel name {name!r} must be lowercase letters, digits, '-', '_' or '.'")
-        channels[name] = _parse_channel(file, name, spec, env)
+        channels[name] = _parse_channel(file, name, spec, env, require_channels)
 
     scen_raw = raw.get("scenarios")
     if not isinstance(scen_raw, list) or not scen_raw:
         raise top.err("scenarios", "must be a non-empty list of scenarios")
     scenarios: list[Scenario] = []
+    warnings: list[str] = []
     seen: set[str] = set()
     known = {s.upper() for s in known_symbols} if known_symbols is not None else None
     for i, s in enumerate(scen_raw):
@@ -455,6 +565,7 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
         if s.get("trigger") is None:
             raise k.err("trigger", "is required: the rule that fires the scenario (series and above/below)")
         trigger = _parse_rule(_Keys(file, f"{where}.trigger", s.get("trigger"), _RULE_KEYS), "trigger")
+        warnings += [f"{file}: {w}" for w in _rule_warnings(f"{where}.trigger", trigger)]
         confs: list[Rule] = []
         labels: set[str] = set()
         craw = s.get("confirmations") or []
@@ -467,6 +578,7 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
                 raise ck.err("label", f"{label!r} is used twice in this scenario (or is the reserved 'trigger')")
             labels.add(label)
             confs.append(_parse_rule(ck, label))
+            warnings += [f"{file}: {w}" for w in _rule_warnings(ck.where, confs[-1])]
         require = _parse_require(k, len(confs))
         wraw = s.get("windows", [21, 63, 126, 252])
         if not isinstance(wraw, list) or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in wraw):
@@ -499,4 +611,30 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
                                       f"{r.series.name} names symbol {missing[0]} with no data "
                                       f"(have: {', '.join(sorted(known))})")
         scenarios.append(sc)
-    return Config(file, tuple(scenarios), channels, settings)
+    return Config(file, tuple(scenarios), channels, settings, tuple(warnings))
+
+
+def unprovided_symbols(config: Config, provided: Iterable[str]) -> dict[str, str]:
+    """The config's symbols that ``provided`` (what a tick source has: a history folder's files, the
+    simulated market's list, a feed's subscriptions) does not have: symbol -> the first place
+    (``scenario ID.trigger.series`` or ``scenario ID.confirmations[j].series``) that names it."""
+    have = {s.upper() for s in provided}
+    out: dict[str, str] = {}
+    for sc in config.scenarios:
+        for j, r in enumerate(sc.rules):
+            where = f"scenario {sc.id}." + ("trigger" if j == 0 else f"confirmations[{j - 1}]") + ".series"
+            for leg in r.series.legs:
+                if leg not in have and leg not in out:
+                    out[leg] = where
+    return out
+
+
+def warn_unprovided_symbols(config: Config, provided: Iterable[str], source: str) -> list[str]:
+    """Log (WARNING, at start) each config symbol that ``source`` (e.g. "the simulated market")
+    does not provide, naming the file and the place; returns the messages."""
+    have = sorted({s.upper() for s in provided})
+    msgs = [f"{config.path}: {where}: symbol {sym} is not provided by {source} (it provides: {', '.join(have)})"
+            for sym, where in unprovided_symbols(config, have).items()]
+    for m in msgs:
+        log.warning("%s", m)
+    return msgs

@@ -53,9 +53,10 @@ def role_broker(name: str, args: argparse.Namespace) -> str | None:
 BuildRole = Callable[[argparse.Namespace, Any, str, Metrics, Health], tuple[Any, Any]]
 
 
-def role_main(name: str, args: argparse.Namespace, build: BuildRole) -> int:
+def role_main(name: str, args: argparse.Namespace, build: BuildRole, *, notifies: bool = False) -> int:
     """A role command from start to exit code: its arguments checked, its config loaded, the role
-    built by ``build`` and served (exit 1 when the broker cannot be reached)."""
+    built by ``build`` and served (exit 1 when the broker cannot be reached). Only a role that
+    ``notifies`` needs the channels' secrets set."""
     from ratiowatch.config import load_config
     from ratiowatch.streams.clients import BrokerUnreachable
     from ratiowatch.streams.history import available_symbols
@@ -64,7 +65,8 @@ def role_main(name: str, args: argparse.Namespace, build: BuildRole) -> int:
     if bootstrap is None:
         return 2
     history = getattr(args, "history", None)
-    config = load_config(args.config, known_symbols=available_symbols(history) if history else None)
+    config = load_config(args.config, known_symbols=available_symbols(history) if history else None,
+                         require_channels=notifies)
 
     async def main() -> int:
         metrics, health = Metrics(), Health()

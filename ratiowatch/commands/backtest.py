@@ -62,7 +62,8 @@ def _str_keys(o):
 
 def run(args: argparse.Namespace) -> int:
     # Symbols first, so a series naming a symbol without a CSV fails at load with file, scenario and key.
-    cfg = load_config(args.config, known_symbols=available_symbols(args.data))
+    # Channel secrets are not required: a backtest never notifies (unset channels load disabled).
+    cfg = load_config(args.config, known_symbols=available_symbols(args.data), require_channels=False)
     result = run_backtest(cfg, load_history(args.data, cfg.symbols, cfg.settings.signed_symbols))
 
     out = Path(args.out)
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         if args.json:
-            for ev in result.events:
+            for ev in result.as_published():
                 sys.stdout.write(orjson.dumps(ev).decode() + "\n")
             print(f"{len(result.events)} events; wrote {out}/", file=sys.stderr)
         else:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         from ratiowatch.config import load_config
 
-        signed |= load_config(args.config).settings.signed_symbols
+        signed |= load_config(args.config, require_channels=False).settings.signed_symbols
     series = [series_from_spec(args.source, s) for s in args.symbols]
     return asyncio.run(_fetch(series, base, Path(args.to), frozenset(signed), since))
 

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return role_main(NAME, args, _build)
+    return role_main(NAME, args, _build, notifies=True)
 
 
 def _build(args: argparse.Namespace, config: Any, bootstrap: str, metrics: Any, health: Any) -> tuple[Any, None]:

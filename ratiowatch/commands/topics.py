@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             print(f"ratiowatch topics: {flag} must be >= 1, got {value}", file=sys.stderr)
             return 2
-    partitions = args.partitions or load_config(args.config).settings.partitions
+    partitions = args.partitions or load_config(args.config, require_channels=False).settings.partitions
     specs = all_topics(partitions, args.app_id)
     if not args.create:
         rows = describe(specs, args.replication_factor)
