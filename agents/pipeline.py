@@ -34,6 +34,7 @@ from ratiowatch.streams import topics as T
 from ratiowatch.streams.clients import aio_consumer
 from ratiowatch.streams.faust_consumer import fetch_position
 from ratiowatch.streams.kafka_settings import KafkaSecurity
+from ratiowatch.streams.origin import LIVE
 from ratiowatch.streams.ticks import Rejected, dlq_record
 
 from .checkpoint import Checkpoint
@@ -111,7 +112,7 @@ class Pipeline:
 
     def __init__(self, app: faust.App, config: Config, *, shards: int, bootstrap: str,
                  security: KafkaSecurity | None = None, seed: dict[str, ScenarioState] | None = None,
-                 status_every_s: float = 1.0) -> None:
+                 status_every_s: float = 1.0, origin: str = LIVE) -> None:
         if not hasattr(app, "consume_batches"):
             raise TypeError("Pipeline needs an app from ratiowatch.streams.app.create_app (batch delivery)")
         self.app = app
@@ -119,6 +120,7 @@ class Pipeline:
         self.shards = shards
         self.bootstrap = bootstrap
         self.security = security
+        self.origin = origin  # what every event and status says its ticks were (streams/origin.py)
         self.map = ShardMap(config.scenarios, shards)
         self.counters: Counter[str] = Counter()
         self.on_lost_write: Callable[[BaseException], None] = _exit_now  # tests may replace it
@@ -142,7 +144,7 @@ class Pipeline:
                              lateness_ms=int(config.settings.allowed_lateness_s * 1000),
                              send_shard=lambda n, v: self._send(T.SHARD_TICKS, b"%d" % n, v, n),
                              dead_letter=self._dead_letter, positions=self._ticks_positions,
-                             now=time.monotonic, counters=self.counters)
+                             now=time.monotonic, counters=self.counters, origin=origin)
         self.evaluator = Evaluator(config, self.map.scenarios, sources=shards, emit=self._emit,
                                    dead_letter=lambda rej, partition: self._dead_letter(rej, partition, None),
                                    now=time.monotonic, counters=self.counters, on_applied=self._on_applied)
@@ -179,6 +181,7 @@ class Pipeline:
             self.on_lost_write(fut.exception())
 
     async def _emit(self, ev: dict[str, Any]) -> None:
+        ev["origin"] = self.origin
         await self._send(T.EVENTS, ev["scenario"].encode(), orjson.dumps(ev), None)
 
     async def _dead_letter(self, rej: Rejected, partition: int | None, offset: int | None) -> None:
@@ -303,7 +306,7 @@ class Pipeline:
                 sh = self._shard(n)
                 e = sh.engine.engines[sid]
                 st = sh.states.get(sid) or e.new_state()
-                status = {**e.status(st), "updated_ms": _now_ms()}
+                status = {**e.status(st), "origin": self.origin, "updated_ms": _now_ms()}
                 await self._send(T.SCENARIO_STATUS, sid.encode(), orjson.dumps(status), None)
                 self.counters["statuses_sent"] += 1
 

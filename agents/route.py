@@ -16,6 +16,7 @@ from collections import Counter
 from operator import itemgetter
 from typing import Any, Awaitable, Callable
 
+from ratiowatch.streams.origin import HEADER, LIVE, origin_of
 from ratiowatch.streams.ticks import Rejected, parse_records
 
 from .sessions import iso_utc
@@ -50,8 +51,9 @@ class Router:
 
     def __init__(self, shard_map: ShardMap, *, signed: frozenset[str], lateness_ms: int, send_shard: SendShard,
                  dead_letter: DeadLetter, positions: Callable[[], dict[int, tuple[int | None, int | None]]],
-                 now: Callable[[], float], counters: Counter[str]) -> None:
+                 now: Callable[[], float], counters: Counter[str], origin: str = LIVE) -> None:
         self.map = shard_map
+        self.origin = origin  # the engine's: records whose header says another are dead-lettered
         self.lateness_ms = lateness_ms
         self.known = shard_map.symbols
         self.signed = signed
@@ -86,6 +88,10 @@ class Router:
         size: dict[int, int] = {}
         now = self.now()
         for partition, records, highwater in batches:
+            if any(r.headers for r in records):
+                records = await self._drop_foreign(partition, records)
+                if not records:
+                    continue
             rows, bad, ends = parse_records([r.value for r in records], self.known, self.signed)
             for i, rej in bad:
                 await self.dead_letter(rej, partition, records[i].offset)
@@ -137,6 +143,24 @@ class Router:
             c["ticks_routed"] += len(rows)
         for n, segments in out.items():
             await self._send(n, segments, size.get(n, 0))
+
+    async def _drop_foreign(self, partition: int, records: list[Any]) -> list[Any]:
+        """Dead-letter the records whose origin header is not this engine's; returns the others.
+        What is dropped is never routed, so it moves no progress: the partition's heartbeat
+        (after_round) still says when it is caught up."""
+        kept = []
+        for r in records:
+            said = origin_of(r.headers)
+            if said is None or said == self.origin:
+                kept.append(r)
+                continue
+            self.counters["records_in"] += 1
+            await self.dead_letter(Rejected(
+                "origin", f"partition {partition}: a record of {said} ticks (header {HEADER}) reached an engine "
+                          f"running for {self.origin} ticks; start an engine with --origin {said} on a cluster of "
+                          f"its own to evaluate them", r.value.decode("utf-8", "replace")[:2000]),
+                partition, r.offset)
+        return kept
 
     def _late_in_partition(self, rows: list[Any], progress: int) -> list[int]:
         """Indices of the ticks more than the allowed lateness behind a tick before them in their

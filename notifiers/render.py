@@ -25,6 +25,7 @@ from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 from ratiowatch.agents.wording import fmt_metric, fmt_threshold, metric_name
+from ratiowatch.streams.origin import LIVE, REPLAY
 
 from .route import RESOLVED, Notice
 
@@ -86,6 +87,7 @@ class Facts:
     summary: str
     rule: str
     track: tuple[str, ...] = ()  # the track record in lines, firing notices with a record only
+    provenance: str = ""         # "" for live data, else what it is: "SIMULATED", "REPLAY of 2022-03-04"
 
     @property
     def met_count(self) -> int:
@@ -129,6 +131,8 @@ def facts(notice: Notice, tz: str = "America/New_York", track_records: dict[str,
                                   f"{op} {fmt_threshold(c.get('threshold'), cs, ct)}"))
     title = e.get("title") or (sc.title if sc else notice.scenario_id)
     summary = sc.description if sc is not None and sc.description else ""
+    origin = e.get("origin") or LIVE  # events from before the field are live ones
+    provenance = "" if origin == LIVE else f"REPLAY of {when[:10]}" if origin == REPLAY else origin.upper()
     return Facts(
         event_id=notice.event_id, scenario_id=notice.scenario_id, resolved=resolved,
         title=_one_line(str(title)), metric=metric_name(series, transform, n),
@@ -136,6 +140,7 @@ def facts(notice: Notice, tz: str = "America/New_York", track_records: dict[str,
         line=fmt_threshold(e["threshold"], series, transform), rearm=rearm, when=when, windows=windows,
         confirmations=tuple(confs), summary=_one_line(summary), rule=_one_line(str(e.get("description", ""))),
         track=() if resolved else track_lines((track_records or {}).get(notice.scenario_id)),
+        provenance=provenance,
     )
 
 
@@ -159,8 +164,10 @@ def track_lines(record: dict[str, Any] | None) -> tuple[str, ...]:
 
 def _heading(fs: Sequence[Facts]) -> str:
     """The message title: the scenario title, prefixed when the news is a resolution, counted when
-    several events are grouped."""
+    several events are grouped, and marked in every medium when the data is not live."""
     title = fs[0].title
+    if fs[0].provenance:
+        title = f"[{fs[0].provenance}] {title}"
     if len(fs) == 1:
         return f"Resolved: {title}" if fs[0].resolved else title
     if all(f.resolved for f in fs):

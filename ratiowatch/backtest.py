@@ -14,8 +14,9 @@ same events over a whole daily history at once, with no loop over days:
   of the scenario advanced, with the confirmations met as of that date.
 - Summaries: :mod:`ratiowatch.backtest_summary`; report and charts: :mod:`ratiowatch.backtest_report`.
 
-Events are built with the streaming path's ``build_event``, so ``--json`` prints exactly the
-records of the ``events`` topic, in ``agents.events.canonical_order``: date, then scenario
+Events are built with the streaming path's ``build_event``, so ``--json`` (with
+:meth:`BacktestResult.as_published`: ``origin: replay``) prints exactly the records a replay
+puts on the ``events`` topic, in ``agents.events.canonical_order``: date, then scenario
 (config order), then rule (confirmations in config order, then the trigger).
 """
 
@@ -31,6 +32,7 @@ import polars as pl
 from ratiowatch.agents.events import build_event
 from ratiowatch.agents.sessions import session_close_ts_ms
 from ratiowatch.config import Config, Rule, Scenario, SeriesSpec
+from ratiowatch.streams.origin import REPLAY
 
 __all__ = [
     "FORWARD_HORIZONS", "Episode", "RuleSummary", "ScenarioSummary", "BacktestResult",
@@ -96,6 +98,11 @@ class BacktestResult:
     table: pl.DataFrame                       # one row per event, with forward returns
     summaries: list[ScenarioSummary]
     metrics: dict[str, pl.DataFrame] = field(repr=False)  # scenario id -> trigger frame (for charts)
+
+    def as_published(self, origin: str = REPLAY) -> list[dict[str, Any]]:
+        """The events as an engine running for ``origin`` puts them on the topic: it adds where
+        its ticks came from (streams/origin.py), which evaluating them does not know."""
+        return [{**e, "origin": origin} for e in self.events]
 
 
 def _change(spec: SeriesSpec, cur: pl.Expr, past: pl.Expr) -> pl.Expr:

@@ -41,6 +41,8 @@ import orjson
 import polars as pl
 import yaml
 
+from ratiowatch.streams.origin import REPLAY
+
 from . import chaos_plan as P
 from .chaos_peers import GarbageFeed, HookEndpoint
 from .chaos_verify import FaultRecord, Observed, expected_pairs, passed, verify
@@ -230,7 +232,8 @@ async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None
     partitions = cfg.settings.partitions
     ensure_topics(broker, partitions)
     tz = cfg.settings.session_timezone
-    expected = await asyncio.to_thread(lambda: run_backtest(cfg, history).events)
+    # The workers run for replayed ticks (chaos_worker.py): history sent again, faults and all.
+    expected = await asyncio.to_thread(lambda: run_backtest(cfg, history).as_published(REPLAY))
     say(f"{len(dates)} dates {dates[0]}..{dates[-1]} at {pace:.1f}/s, {history.height} ticks, "
         f"{len(expected)} events expected; broker {broker.bootstrap}; work dir {work}")
 

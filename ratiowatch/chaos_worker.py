@@ -59,11 +59,12 @@ async def _main(args: argparse.Namespace, config: Any) -> int:
     from ratiowatch.notifiers import RetryPolicy
     from ratiowatch.roles.engine import EngineRole
     from ratiowatch.roles.notify import NotifyRole
+    from ratiowatch.streams.origin import REPLAY
 
     os.makedirs(args.datadir, exist_ok=True)
     # The production roles, as `ratiowatch run --broker` wires them: only the settings differ.
     rt = EngineRole(config, broker_url=args.broker, partitions=args.partitions, datadir=args.datadir,
-                    app_settings=APP_SETTINGS)
+                    app_settings=APP_SETTINGS, origin=REPLAY)
     notify = NotifyRole(config, bootstrap=rt.bootstrap, partitions=args.partitions, datadir=args.datadir,
                         app_settings=APP_SETTINGS, retry=RetryPolicy(*CHAOS_RETRY), metrics=rt.metrics,
                         health=rt.health)

@@ -158,7 +158,8 @@ def test_cli_json_is_the_events_contract(shipped, tmp_path, capsys):
     assert main(["backtest", "--data", str(HISTORY), "--out", str(tmp_path), "--json", "--no-charts"]) == 0
     cap = capsys.readouterr()
     lines = cap.out.splitlines()
-    assert lines == [orjson.dumps(e).decode() for e in res.events]
+    assert lines == [orjson.dumps(e).decode() for e in res.as_published()]
+    assert all(orjson.loads(line)["origin"] == "replay" for line in lines)
     validator = jsonschema.Draft202012Validator(load_schema())
     for line in lines:
         validator.validate(json.loads(line))

@@ -19,7 +19,7 @@ RW = [str(Path(sys.executable).with_name("ratiowatch"))]
 def test_run_on_the_embedded_default_prints_a_crossing_and_exits_0(tmp_path):
     out = subprocess.run(RW + ["run", "--duration", "25"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "ALERT: Small caps outperform large caps\n  IWM/SPY 3-month change is +" in out.stdout, out.stdout[-3000:]
+    assert "ALERT: [SIMULATED] Small caps outperform large caps\n  IWM/SPY 3-month change is +" in out.stdout, out.stdout[-3000:]
     assert re.search(r"stopped: \d+ ticks in, 0 dead-lettered, \d+ events", out.stdout)
 
 
@@ -32,7 +32,7 @@ def test_broker_process_shared_by_a_worker_in_another_process(tmp_path):
         out = subprocess.run(RW + ["run", "--broker", f"kafka://{m.group(1)}", "--duration", "25"],
                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-2000:]
-        assert "ALERT: Small caps outperform large caps" in out.stdout, out.stdout[-3000:]
+        assert "ALERT: [SIMULATED] Small caps outperform large caps" in out.stdout, out.stdout[-3000:]
         assert f"broker: kafka://{m.group(1)}" in out.stdout
     finally:
         broker.terminate()

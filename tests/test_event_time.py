@@ -82,7 +82,7 @@ class Wiring:
             self.offsets[partition] = at
         records = []
         for t in ticks:
-            records.append(SimpleNamespace(value=orjson.dumps({"symbol": t[0], "price": t[1], "ts_ms": t[2]}),
+            records.append(SimpleNamespace(headers=(), value=orjson.dumps({"symbol": t[0], "price": t[1], "ts_ms": t[2]}),
                                            offset=self.offsets[partition]))
             self.offsets[partition] += 1
         await self.router.handle([(partition, records, highwater)])

@@ -28,6 +28,7 @@ from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.history import daily_ticks, load_history
+from ratiowatch.streams.origin import REPLAY
 from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.ticks import encode_ticks
 
@@ -69,7 +70,7 @@ def read_events(bootstrap: str, cfg) -> list[dict]:
 def shipped(history_dir):
     cfg = load_config()
     history = load_history(history_dir, cfg.symbols, cfg.settings.signed_symbols)
-    return cfg, history, run_backtest(cfg, history).events
+    return cfg, history, run_backtest(cfg, history).as_published(REPLAY)
 
 
 @pytest.mark.parametrize("keyed_by", ["symbol", "source"])
@@ -78,7 +79,7 @@ async def test_a_backlog_sent_before_the_worker_starts_gives_the_backtest_events
     with EmbeddedBroker() as broker:
         ensure_topics(broker, cfg.settings.partitions)
         sent = send_backlog(broker.bootstrap, cfg, history, keyed_by)
-        rt = EngineRole(cfg, broker_url=broker.url)
+        rt = EngineRole(cfg, broker_url=broker.url, origin=REPLAY)  # history sent again, as the backtest
         await rt.start()
         try:
             deadline = time.monotonic() + 240
@@ -98,7 +99,8 @@ async def test_a_backlog_sent_before_the_worker_starts_gives_the_backtest_events
 def _engine(broker_url: str, datadir: Path, log: Path) -> tuple[subprocess.Popen, int]:
     """`ratiowatch engine` in its own process; returns it and its ops HTTP port."""
     out = open(log, "a")
-    proc = subprocess.Popen(RW + ["engine", "--broker", broker_url, "--http", "127.0.0.1:0"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(RW + ["engine", "--broker", broker_url, "--origin", "replay", "--http", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE,
                             stderr=out, text=True, env={**__import__("os").environ, "RATIOWATCH_DATADIR": str(datadir),
                                                         "RATIOWATCH_SESSION_TIMEOUT_S": "6"})
     line = proc.stdout.readline()

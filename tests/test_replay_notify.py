@@ -72,7 +72,9 @@ async def test_replay_delivers_one_email_and_one_post_per_trigger_event(tmp_path
         mailed.add(eid)
         ev = next(e for e in fired if e["event_id"] == eid)
         assert f"{ev['value'] * 100:+.2f}%" in body
-        assert msg["Subject"].startswith("Small caps outperform large caps: IWM/SPY 3-month change +")
+        # A replayed crossing says so, with the day of the data, as received by the SMTP server.
+        assert msg["Subject"].startswith(f"[REPLAY of {ev['at'][:10]}] Small caps outperform large caps: "
+                                         "IWM/SPY 3-month change +")
         pngs = [p for p in msg.iter_attachments() if p.get_content_type() == "image/png"]
         assert len(pngs) == 1 and _png_size(pngs[0].get_content()) == (1000, 500)
     assert mailed == ids

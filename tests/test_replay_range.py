@@ -20,7 +20,7 @@ pytestmark = pytest.mark.broker
 def test_a_replayed_range_equals_the_full_backtest_within_it(history_dir, capsys):
     cfg = load_config()
     start, end = date(2020, 1, 1), date(2022, 12, 31)
-    full = run_backtest(cfg, load_history(history_dir, cfg.symbols)).events
+    full = run_backtest(cfg, load_history(history_dir, cfg.symbols)).as_published()
     expected = [e for e in full if start.isoformat() <= e["at"][:10] <= end.isoformat()]
     assert len(expected) > 50  # the range has crossings to compare, triggers and confirmations
     assert any(e["rule"] == "trigger" for e in expected)

@@ -118,7 +118,7 @@ async def test_four_roles_as_processes_show_every_scenario_and_count_every_tick(
     url, work, env, roles = cluster
     ids = {s.id for s in load_config().scenarios}
 
-    engine_args = ["engine", "--broker", url, "--start-timeout", "30", "--unready-timeout", "20"]
+    engine_args = ["engine", "--broker", url, "--origin", "simulated", "--start-timeout", "30", "--unready-timeout", "20"]
     first = Role("engine-1", engine_args, work, env)
     roles.append(first)
     code, body = first.get("/readyz")  # its group is not even joined yet

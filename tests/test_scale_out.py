@@ -37,7 +37,7 @@ class Worker:
 
     def __init__(self, url: str, cwd: Path) -> None:
         env = dict(os.environ, RATIOWATCH_SESSION_TIMEOUT_S="6")
-        self.proc = subprocess.Popen([RW, "-v", "engine", "--broker", url, "--http", "127.0.0.1:0"], cwd=cwd, env=env,
+        self.proc = subprocess.Popen([RW, "-v", "engine", "--broker", url, "--origin", "replay", "--http", "127.0.0.1:0"], cwd=cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.metrics_url: str | None = None
@@ -97,7 +97,7 @@ def _wait(cond, timeout: float, what: str, *logs: Worker) -> None:
 def test_two_workers_split_the_shards_and_one_takes_over_when_the_other_is_killed(tmp_path, history_dir):
     cfg = load_config()
     history = load_history(history_dir, cfg.symbols).filter(pl.col("date") >= date(2012, 1, 1))
-    expected = run_backtest(cfg, history).events
+    expected = run_backtest(cfg, history).as_published("replay")  # the workers run with --origin replay
     groups = list(daily_ticks(history, cfg.settings.session_timezone))
     half = len(groups) // 2
     mid_ts = groups[half - 1][1][0].ts_ms

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from ._common import add_history
@@ -13,8 +14,15 @@ HELP = "run the engine role: ticks -> state -> events and scenario-status (scale
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ratiowatch.streams.origin import LIVE, ORIGINS
+
     add_role_arguments(p, 9470)
     add_history(p)
+    p.add_argument("--origin", choices=ORIGINS, default=os.environ.get("RATIOWATCH_ORIGIN", LIVE),
+                   help="what the ticks of this cluster are (env RATIOWATCH_ORIGIN; default live): every event "
+                        "and status says it, and records whose ratiowatch-origin header says another go to "
+                        "ticks.dlq (reason origin). The simulated market (`ratiowatch source`) needs "
+                        "--origin simulated")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,4 +33,4 @@ def _build(args: argparse.Namespace, config: Any, bootstrap: str, metrics: Any, 
     from ratiowatch.roles.engine import EngineRole
 
     return EngineRole(config, broker_url=args.broker, partitions=args.partitions, history_dir=args.history,
-                      metrics=metrics, health=health), None
+                      metrics=metrics, health=health, origin=args.origin), None

@@ -20,6 +20,7 @@ from ratiowatch.agents.events import canonical_order
 from ratiowatch.config import Config, load_config
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.history import available_symbols, daily_ticks, load_history
+from ratiowatch.streams.origin import REPLAY, header
 from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.ticks import encode_ticks
 
@@ -60,7 +61,7 @@ def _day(text: str) -> date:
 
 def run(args: argparse.Namespace) -> int:
     url = broker_url(args.broker)
-    config = load_config(args.config, known_symbols=available_symbols(args.data))
+    config = load_config(args.config, known_symbols=available_symbols(args.data), require_channels=args.notify)
     if args.speed is not None and args.speed <= 0:
         print("ratiowatch replay: --speed must be > 0", file=sys.stderr)
         return 2
@@ -100,7 +101,7 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
     # the state a replay from the first day would have reached, without its events.
     seed = seed_states(config, data, before=start)[0] if start is not None else None
     days = list(daily_ticks(history, config.settings.session_timezone, start=start, end=end))
-    rt = EngineRole(config, broker_url=broker, partitions=partitions, app_id=app_id, seed=seed)
+    rt = EngineRole(config, broker_url=broker, partitions=partitions, app_id=app_id, seed=seed, origin=REPLAY)
     notifier = None
     if notify:
         notifier = NotifyRole(config, bootstrap=rt.bootstrap, partitions=rt.partitions, history_dir=data,
@@ -117,7 +118,7 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
         for day, ticks in days:
             while dates - pipe.counters["records_in"] > MAX_IN_FLIGHT:
                 await asyncio.sleep(0.005)
-            await pipe.ticks_topic.send(key=b"replay", value=encode_ticks(ticks))
+            await pipe.ticks_topic.send(key=b"replay", value=encode_ticks(ticks), headers=header(REPLAY))
             dates += 1
             ticks_sent += len(ticks)
             if progress is not None and time.monotonic() - said >= PROGRESS_S:

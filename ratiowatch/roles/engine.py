@@ -24,6 +24,7 @@ from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exis
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
+from ratiowatch.streams.origin import LIVE
 from ratiowatch.track_record import track_records_from_history
 
 __all__ = ["EngineRole"]
@@ -40,8 +41,9 @@ class EngineRole:
     def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
                  app_id: str = T.APP_ID, datadir: str | None = None, app_settings: dict[str, Any] | None = None,
                  seed: dict[str, Any] | None = None, history_dir: str | None = None,
-                 metrics: Metrics | None = None, health: Health | None = None) -> None:
+                 metrics: Metrics | None = None, health: Health | None = None, origin: str = LIVE) -> None:
         self.config = config
+        self.origin = origin
         self.partitions = partitions or config.settings.partitions
         self.embedded: EmbeddedBroker | None = None
         if broker_url is None:
@@ -66,7 +68,7 @@ class EngineRole:
         if history_dir is not None and seed is None:
             seed, self.warm_started = warm_start(config, history_dir)
         self.pipeline = Pipeline(self.app, config, shards=self.partitions, bootstrap=self.bootstrap,
-                                 security=self.security, seed=seed)
+                                 security=self.security, seed=seed, origin=origin)
         if history_dir is not None:
             # What each trigger did over the history, for the status cards: at start, never per tick.
             self.pipeline.evaluator.track_records = track_records_from_history(config, history_dir)

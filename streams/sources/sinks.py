@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from ..origin import LIVE, header
 from ..ticks import Tick, encode_ticks
 from ..topics import TICKS, TICKS_DLQ
 
@@ -25,7 +26,7 @@ __all__ = ["TickSink", "KafkaTickSink"]
 class TickSink(Protocol):
     counters: dict[str, int]
 
-    async def send_ticks(self, ticks: list[Tick], key: bytes) -> None: ...
+    async def send_ticks(self, ticks: list[Tick], key: bytes, origin: str = LIVE) -> None: ...
 
     async def send_dlq(self, record: bytes, key: bytes) -> None: ...
 
@@ -51,17 +52,19 @@ class KafkaTickSink(_Counting):
         super().__init__()
         self.producer = producer
 
-    async def send_ticks(self, ticks: list[Tick], key: bytes) -> None:
-        await self._send(TICKS, encode_ticks(ticks), key, ticks)
+    async def send_ticks(self, ticks: list[Tick], key: bytes, origin: str = LIVE) -> None:
+        # Live ticks go without the origin header, as any other producer's (streams/origin.py).
+        await self._send(TICKS, encode_ticks(ticks), key, ticks, None if origin == LIVE else header(origin))
 
     async def send_dlq(self, record: bytes, key: bytes) -> None:
         await self._send(TICKS_DLQ, record, key, None)
 
-    async def _send(self, topic: str, value: bytes, key: bytes, ticks: list[Tick] | None) -> None:
+    async def _send(self, topic: str, value: bytes, key: bytes, ticks: list[Tick] | None,
+                    headers: list[tuple[str, bytes]] | None = None) -> None:
         # A stop (cancellation) does not abandon a send already handed to the producer: it may be
         # on the topic already, and then it must be counted too (the counts are the source's
         # word on what it sent).
-        sent = asyncio.ensure_future(self.producer.send_and_wait(topic, value, key=key))
+        sent = asyncio.ensure_future(self.producer.send_and_wait(topic, value, key=key, headers=headers))
         try:
             await asyncio.shield(sent)
         except asyncio.CancelledError:
@@ -78,8 +81,8 @@ class MeteredSink:
     def __init__(self, inner: Any, metrics: Any) -> None:
         self.inner, self.metrics, self.counters = inner, metrics, inner.counters
 
-    async def send_ticks(self, ticks: list[Tick], key: bytes) -> None:
-        await self.inner.send_ticks(ticks, key)
+    async def send_ticks(self, ticks: list[Tick], key: bytes, origin: str = LIVE) -> None:
+        await self.inner.send_ticks(ticks, key, origin)
         self.metrics.source_ticks_sent.inc(len(ticks))
 
     async def send_dlq(self, record: bytes, key: bytes) -> None:
