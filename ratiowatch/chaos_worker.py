@@ -24,6 +24,8 @@ import signal
 import sys
 from typing import Any
 
+from ratiowatch import logs
+
 __all__ = ["main", "CHAOS_RETRY", "APP_SETTINGS"]
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.install()  # the clients' known-harmless ERROR records at their real level, as the CLI does
     for name in ("mode.timers", "faust.transport.producer"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from ratiowatch.config import load_config

@@ -14,7 +14,7 @@ import logging
 import pkgutil
 import sys
 
-from ratiowatch import __version__
+from ratiowatch import __version__, logs
 from ratiowatch.errors import ConfigError
 
 __all__ = ["main", "build_parser"]
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The Kafka clients' known-harmless ERROR records (a group join, a version probe, an idle
+    # connection closed) at the level they deserve: ERROR in this log means an error.
+    logs.install()
     if args.verbose == 0:
         # faust/mode report routine back-pressure (a timer running past its interval, a full
         # producer buffer) as warnings; the operator sees real problems without that noise.

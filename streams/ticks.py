@@ -13,7 +13,7 @@ with a reason and goes to ``ticks.dlq``; nothing is applied from it.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -61,9 +61,9 @@ def parse_ts_ms(ts: Any) -> int:
         raise ValueError(f"ts must be epoch seconds/milliseconds or ISO-8601, got {type(ts).__name__}")
     if not MIN_TS_MS <= ms <= MAX_TS_MS:
         if isinstance(ts, (int, float)) and abs(ts) < 1e11:  # the reading a sender may not expect
-            raise ValueError(f"ts {ts!r}, read as epoch seconds (a number below 1e11 is seconds), is outside "
-                             f"1970..2100; send ts_ms for epoch milliseconds")
-        raise ValueError(f"ts {ts!r} is outside 1970..2100")
+            raise ValueError(f"ts {ts!r}, read as epoch seconds (a number below 1e11 is seconds), is "
+                             f"{_reads_as(ms, ', ')}outside 1970..2100; send ts_ms for epoch milliseconds")
+        raise ValueError(f"ts {ts!r} is {_reads_as(ms, ', ')}outside 1970..2100")
     return ms
 
 
@@ -93,7 +93,8 @@ def parse_tick_obj(obj: Any, known: frozenset[str] | set[str] | None = None,
     if "ts_ms" in obj:
         ts = obj["ts_ms"]
         if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_TS_MS <= ts <= MAX_TS_MS:
-            return Rejected("bad_ts", f"ts_ms must be whole epoch milliseconds in 1970..2100, got {ts!r}", obj)
+            return Rejected("bad_ts", f"ts_ms must be whole epoch milliseconds in 1970..2100, got {ts!r}"
+                            + (_reads_as(ts, ")", " (") if type(ts) is int else ""), obj)
     else:
         try:
             ts = parse_ts_ms(obj["ts"])
@@ -186,13 +187,35 @@ def encode_ticks(ticks: Iterable[Tick]) -> bytes:
 
 def dlq_record(rej: Rejected, *, source: str, at_ms: int, partition: int | None = None,
                offset: int | None = None) -> bytes:
-    """The ``ticks.dlq`` record for a rejected input: why, where from, and the input itself."""
-    return orjson.dumps({
-        "reason": rej.reason,
-        "detail": rej.detail,
-        "input": rej.item,
-        "source": source,
-        "partition": partition,
-        "offset": offset,
-        "at_ms": at_ms,
-    }, default=str)
+    """The ``ticks.dlq`` record for a rejected input: why, where from, and the input itself.
+
+    ``partition`` and ``offset`` say where on ``source`` (a topic) the input was read; an input
+    that never was on a partition (a websocket message, a polled response) has neither field,
+    rather than a null. ``at`` is when it was dead-lettered, in ISO-8601 UTC (``at_ms``, the same
+    instant in epoch milliseconds, stays for programs that read it)."""
+    rec: dict[str, Any] = {"reason": rej.reason, "detail": rej.detail, "input": rej.item, "source": source}
+    if partition is not None:
+        rec["partition"] = partition
+    if offset is not None:
+        rec["offset"] = offset
+    rec["at"] = _iso_utc(at_ms)
+    rec["at_ms"] = at_ms
+    return orjson.dumps(rec, default=str)
+
+
+def _reads_as(ms: int, after: str, before: str = "") -> str:
+    """The instant an out-of-range time stands for, in ISO-8601 UTC between ``before`` and
+    ``after``, where a date can say it (the detail then shows the sender what their number meant);
+    "" where it cannot."""
+    try:
+        return f"{before}{_iso_utc(ms)}{after}"
+    except (ValueError, OverflowError, OSError):
+        return ""
+
+
+def _iso_utc(ts_ms: int) -> str:
+    # agents.sessions.iso_utc, written here too: streams/ must not import the engine's package
+    dt = datetime.fromtimestamp(ts_ms / 1000, timezone.utc)
+    if ts_ms % 1000:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
