@@ -19,7 +19,8 @@ from ratiowatch.config import Config, load_config
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.http import HttpAddress, OpsServer, http_settings, parse_http_address
 from ratiowatch.ops.metrics import Metrics
-from ratiowatch.roles.source import KafkaTickSink, MeteredSink, add_source_arguments, run_sources, source_options_from_args
+from ratiowatch.roles.source import (KafkaTickSink, MeteredSink, SimStartRefused, add_source_arguments, plan_sim_start,
+                                     run_sources, source_options_from_args)
 from ratiowatch.streams.history import available_symbols
 
 from ._common import add_broker, add_config, add_history, broker_url
@@ -66,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     except BrokerUnreachable as e:
         print(f"ratiowatch run: {e}", file=sys.stderr)
         return 1
+    except SimStartRefused as e:
+        print(f"ratiowatch run: the simulated market does not start: {e}. It must not start in the past of the "
+              f"state on the broker; fix that, or run with --no-sim", file=sys.stderr)
+        return 1
 
 
 async def _main(args: argparse.Namespace, config: Config, url: str | None, opts: Any, address: Any,
@@ -77,6 +82,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
     from ratiowatch.streams.broker import EmbeddedBroker
     from ratiowatch.streams.clients import aio_producer
     from ratiowatch.streams.live import LiveHub
+    from ratiowatch.streams.origin import LIVE, SIMULATED
 
     partitions = args.partitions or config.settings.partitions
     embedded = None
@@ -93,28 +99,42 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
         loop.add_signal_handler(sig, stop.set)
     source_failed: BaseException | None = None
     try:
+        # With the simulator on, everything this run evaluates is labelled simulated (a feed's
+        # ticks too: mixed with simulated prices, no result of theirs is a market fact).
+        origin = SIMULATED if opts.sim else LIVE
         engine = EngineRole(config, broker_url=url, partitions=partitions, history_dir=args.history, metrics=metrics,
-                            health=health)
+                            health=health, origin=origin)
         notify = NotifyRole(config, bootstrap=bootstrap, partitions=partitions, history_dir=args.history,
                             ephemeral=embedded is not None, metrics=metrics, health=health)
         if engine.warm_started:
             print(engine.warm_started, flush=True)
         where = f"kafka://{bootstrap}" if embedded is None else f"embedded broker at {bootstrap}"
         print(f"ratiowatch: {len(config.scenarios)} scenarios from {config.path}; broker: {where}", flush=True)
+        if origin == SIMULATED:
+            print("SIMULATED MARKET: the prices and alerts of this run are simulated, not market data "
+                  "(--no-sim with --feed or --poll for real ones)", flush=True)
         await notify.start()
         await engine.start()
         if address is not None:
             hub = LiveHub(scenarios=[s.id for s in config.scenarios])
-            web = WebRole(hub, bootstrap=bootstrap, sec=engine.security, metrics=metrics, health=health)
+            web = WebRole(hub, bootstrap=bootstrap, sec=engine.security, metrics=metrics, health=health,
+                          scenarios=[(s.id, s.title) for s in config.scenarios])
             await web.start()
             server = await OpsServer(metrics, health, token=token, live=hub).start(address)
             print(f"status page: http://{address.host}:{server.port}/  (live stream: ws://{address.host}:"
                   f"{server.port}/ws, metrics: /metrics)", flush=True)
+        sim_at: dict[str, Any] = {}
+        if opts.sim:  # never in the past of the state it joins (a new embedded broker holds nothing)
+            plan = await plan_sim_start(config, bootstrap=None if embedded is not None else bootstrap,
+                                        sec=engine.security, history_dir=args.history)
+            print(f"ratiowatch: {plan.describe()}", flush=True)
+            sim_at = {"start": plan.start, "levels": plan.levels}
         metrics.add_role("source")
         producer = aio_producer(bootstrap, client_id="ratiowatch-source", sec=engine.security)
         await producer.start()
         sink = MeteredSink(KafkaTickSink(producer), metrics)
-        source = asyncio.create_task(run_sources(opts, config, sink, stop, history_dir=args.history), name="source")
+        source = asyncio.create_task(run_sources(opts, config, sink, stop, history_dir=args.history, **sim_at),
+                                     name="source")
         print("running" + (f" for {args.duration:g}s" if args.duration else "; Ctrl-C stops") + "\n", flush=True)
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({source, stopper}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)

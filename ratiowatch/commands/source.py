@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         print("ratiowatch source: --duration must be > 0", file=sys.stderr)
         return 2
-    config = load_config(args.config)
+    config = load_config(args.config, require_channels=False)  # a source never notifies
     opts = source_options_from_args(args, config)
     http = http_settings(args.http)  # a non-loopback address without a token: ConfigError, exit 2
     return asyncio.run(_main(args, opts, config, url.removeprefix("kafka://"), http))
@@ -78,6 +78,20 @@ async def _main(args: argparse.Namespace, opts: Any, config: Any, bootstrap: str
                   f"({type(e).__name__}: {e})", file=sys.stderr)
             await producer.stop()
             return 1
+        sim_at: dict[str, Any] = {}
+        if opts.sim:  # never in the past of the state it joins: after the newest tick on `ticks`
+            from ratiowatch.roles.source import SimStartRefused, plan_sim_start
+
+            try:
+                plan = await plan_sim_start(config, bootstrap=bootstrap, history_dir=args.history,
+                                            timeout_s=CONNECT_TIMEOUT_S)
+            except SimStartRefused as e:
+                print(f"ratiowatch source: the simulated market does not start: {e}. It must not start in the past "
+                      f"of the state on the broker; fix that, or run with --no-sim", file=sys.stderr)
+                await producer.stop()
+                return 1
+            print(f"ratiowatch source: {plan.describe()}", flush=True)
+            sim_at = {"start": plan.start, "levels": plan.levels}
         connected.ready()
         sink = KafkaTickSink(producer)
         stop = asyncio.Event()
@@ -91,7 +105,7 @@ async def _main(args: argparse.Namespace, opts: Any, config: Any, bootstrap: str
               f"-> ticks at {bootstrap}", flush=True)
         code = 0
         try:
-            await run_sources(opts, config, MeteredSink(sink, metrics), stop, history_dir=args.history)
+            await run_sources(opts, config, MeteredSink(sink, metrics), stop, history_dir=args.history, **sim_at)
         except FeedFatalError as e:
             print(f"ratiowatch source: {e}", file=sys.stderr)
             code = 1
