@@ -37,8 +37,9 @@ def _sessions(s: float) -> str:
 
 
 def fmt_metric(v: float | None, series: str, transform: str) -> str:
-    """A metric as a reader expects it: a percent for relative changes, the series' own units for
-    a spread's difference and for a value rule, sessions for a streak."""
+    """A metric as a reader expects it: a percent for relative changes, percentage points for a
+    spread's difference (spreads are of yields and rates: a 10y-2y move of +0.35 is 35 bp), two
+    decimals for a value rule, sessions for a streak."""
     if v is None:
         return "n/a"
     if transform == "value":
@@ -46,7 +47,7 @@ def fmt_metric(v: float | None, series: str, transform: str) -> str:
     if transform == "streak":
         return _sessions(v)
     if series_kind(series) == "spread":
-        return f"{v:+,.2f}"
+        return f"{v:+,.2f} pp"
     return f"{v * 100:+.2f}%"
 
 
@@ -58,7 +59,7 @@ def fmt_threshold(v: float | None, series: str, transform: str) -> str:
 
 
 def _amount(m: float, spread: bool) -> str:
-    return f"{abs(m):,.2f}" if spread else f"{abs(m) * 100:.1f}%"
+    return f"{abs(m):,.2f} pp" if spread else f"{abs(m) * 100:.1f}%"
 
 
 def distance_text(series: str, transform: str, n: int | None, direction: str, threshold: float,

@@ -83,7 +83,7 @@ def numbers(text: str) -> list[float]:
 def test_number_formats_per_series_kind():
     assert fmt_value(0.10423, "IWM/SPY", 63) == "+10.42%"
     assert fmt_value(-0.05, "HYG", 21) == "-5.00%"        # a level's change is relative
-    assert fmt_value(0.35, "DGS10-DGS2", 63) == "+0.35"    # a spread's change is a difference
+    assert fmt_value(0.35, "DGS10-DGS2", 63) == "+0.35 pp"  # a spread's change is a difference, in points
     assert fmt_value(-0.05, "DGS10-DGS2", None) == "-0.05"  # a level rule shows the value
     assert fmt_value(99.8, "DXY", None) == "99.80"
     assert fmt_value(None, "DXY", None) == "n/a"

@@ -283,6 +283,8 @@ def test_backtest_json_equals_reference_on_real_history(real, tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0
     got = [orjson.loads(line) for line in out.splitlines()]
+    # The reference evaluates; where the ticks came from is the published record's addition.
+    assert {e.pop("origin") for e in got} == {"replay"}
     assert_same_events(got, ref, "backtest --json")
 
 

@@ -442,7 +442,7 @@ def test_distance_words():
     assert distance_text("SPY", "streak", None, "up", 6, 0, 4.0, True) == "4 sessions up, fires at 6"
     assert distance_text("SPY", "streak", None, "down", -5, -1, -2.0, True) == "2 sessions down, fires at 5 down"
     assert distance_text("DGS10-DGS2", "ma", 50, "up", 0.15, 0.0, 0.07, True) == \
-        "0.07 above its 50-session average, fires at +0.15"
+        "0.07 pp above its 50-session average, fires at +0.15 pp"
     assert distance_text("HYG", "low", 252, "down", 0.0, 0.02, 0.013, False) == \
         "1.3% above its 252-session low, fires at +0.00% (fired; re-arms above +2.00%)"
     assert distance_text("DXY", "value", None, "down", 100, 101, 101.95, True) == "DXY is 101.95, fires at or below 100.00"
