@@ -306,7 +306,10 @@ class Pipeline:
                 sh = self._shard(n)
                 e = sh.engine.engines[sid]
                 st = sh.states.get(sid) or e.new_state()
-                status = {**e.status(st), "origin": self.origin, "updated_ms": _now_ms()}
+                # The page shows every time in the scenarios' session zone, and the data's age
+                # from updated_ms (the event time of simulated or replayed ticks is not now).
+                status = {**e.status(st), "origin": self.origin, "tz": self.config.settings.session_timezone,
+                          "updated_ms": _now_ms()}
                 await self._send(T.SCENARIO_STATUS, sid.encode(), orjson.dumps(status), None)
                 self.counters["statuses_sent"] += 1
 

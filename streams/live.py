@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import insort
 from collections import deque
 from typing import Any, Callable, Iterable
 
@@ -43,6 +44,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from .live_http import LiveRoutes
 
 __all__ = ["LiveHub", "LiveRoutes", "ClientQueue"]
+
+
+RECENT_EVENTS = 12  # the crossings a page opened now starts with (the page lists as many)
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,9 @@ class LiveHub:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0.0
         self._clients: set[ClientQueue] = set()
+        # The latest crossings by event time: a page opened now starts with them rather than with
+        # an empty list (the web role feeds the tail of the events topic in at start).
+        self._recent: list[tuple[int, str, str]] = []  # (ts_ms, scenario, text), oldest first
         # More routes for the same server: the web role's silence API (ratiowatch/roles/silence_api.py),
         # which OpsServer mounts through routes(); None for none.
         self.api: Any = None
@@ -181,6 +188,9 @@ class LiveHub:
             raise ValueError("an event needs its scenario id under 'scenario'")
         self.stats["events"] += 1
         text = _dumps({**event, "type": "event"})
+        ts = event.get("ts_ms") if isinstance(event.get("ts_ms"), int) else 0
+        insort(self._recent, (ts, sid, text))
+        del self._recent[:-RECENT_EVENTS]
         for c in self._clients:
             if c.wants(sid):
                 self.stats["events_dropped"] += c.add_event(sid, text)
@@ -211,6 +221,8 @@ class LiveHub:
         for sid in self.snapshot():  # in the configured order: the page lays out cards as they come
             if sid in self._sent:
                 c.mark(sid)
+        for _, sid, text in self._recent:  # oldest first: the page lists the newest on top
+            c.add_event(sid, text)
         self._clients.add(c)
         self.stats["clients"] = len(self._clients)
         return c

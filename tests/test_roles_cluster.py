@@ -81,7 +81,8 @@ class Role:
 
     def scenarios(self) -> set[str]:
         code, body = self.get("/status")
-        return {s["scenario"] for s in json.loads(body)["scenarios"]} if code == 200 else set()
+        # Cards with a status from an engine (a card waiting for its first one does not count).
+        return {s["scenario"] for s in json.loads(body)["scenarios"] if not s.get("pending")} if code == 200 else set()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:

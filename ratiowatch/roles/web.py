@@ -69,6 +69,10 @@ class WebRole:
         hub.api = SilenceApi(self.silences.silences, self._scenarios, self._write_silence)
 
     async def start(self) -> None:
+        # Every configured scenario has its card from the first paint, saying it waits for the
+        # engine until its status is read (a status from the topic replaces it).
+        for sid, title in self._configured or ():
+            self.hub.publish_status({"type": "status", "scenario": sid, "title": title, "pending": True})
         # Silences first: the first statuses shown already say whether they are muted.
         await self.silences.start()
         try:

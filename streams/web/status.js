@@ -9,8 +9,17 @@
   const connEl = document.getElementById("conn");
   const template = document.getElementById("card-template");
   const SVG = "http://www.w3.org/2000/svg";
+  const bannerEl = document.getElementById("origin-banner");
   const WINDOW_LABELS = { 21: "1M", 63: "3M", 126: "6M", 252: "12M" };
   const MAX_EVENTS = 12;
+  // A card whose engine has said nothing for this long shows how old its data is, and the badge
+  // stops saying "live" (the engine republishes a scenario's status whenever a tick touches it).
+  const STALE_MS = 120000;
+  const DEFAULT_TZ = "America/New_York";
+  const updated = new Map();        // scenario id -> when its engine last published it (wall ms)
+  const origins = new Map();        // scenario id -> live | simulated | replay
+  let pageTz = null;                // the scenarios' session zone: every time on the page is in it
+  let connected = false;
 
   // --- formatting ---------------------------------------------------------------------------
 
@@ -24,10 +33,27 @@
   // A lookback change: relative (percent) for ratios and levels, a difference for spreads.
   function change(series, x) {
     if (!isNum(x)) return "\u2014";
-    return kindOf(series) === "spread" ? signed(x, 2) : signed(x * 100, 2) + "%";
+    return kindOf(series) === "spread" ? signed(x, 2) + " pp" : signed(x * 100, 2) + "%";
   }
-  function level(x) { return isNum(x) ? x.toLocaleString("en-US", { maximumFractionDigits: 4 }) : "\u2014"; }
-  function day(iso) { return typeof iso === "string" ? iso.slice(0, 10) : "\u2014"; }
+  // Index levels and prices with two decimals, as the messages print them.
+  function level(x) { return isNum(x) ? x.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }) : "\u2014"; }
+  function inZone(iso, withTime) {
+    if (typeof iso !== "string") return "\u2014";
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return "\u2014";
+    const opts = { timeZone: pageTz || DEFAULT_TZ, year: "numeric", month: "2-digit", day: "2-digit" };
+    if (withTime) Object.assign(opts, { hour: "2-digit", minute: "2-digit", hourCycle: "h23", timeZoneName: "short" });
+    const p = Object.fromEntries(new Intl.DateTimeFormat("en-US", opts).formatToParts(d).map((x) => [x.type, x.value]));
+    return `${p.year}-${p.month}-${p.day}` + (withTime ? ` ${p.hour}:${p.minute} ${p.timeZoneName}` : "");
+  }
+  function day(iso) { return inZone(iso, false); }
+  function age(ms) {
+    const s = Math.round(ms / 1000);
+    if (s < 120) return `${s} s`;
+    if (s < 7200) return `${Math.round(s / 60)} min`;
+    if (s < 172800) return `${Math.round(s / 3600)} h`;
+    return `${Math.round(s / 86400)} days`;
+  }
 
   // A metric in the rule's own terms: a change for lookback, ma, high, low; sessions for a streak.
   function metricText(d) {
@@ -52,8 +78,8 @@
     }
     if (kindOf(t.series) === "spread") {
       const moved = t.metric >= 0 ? "risen" : "fallen";
-      return `${t.series} has ${moved} ${Math.abs(t.metric).toFixed(2)} over ${t.lookback} sessions; ` +
-             `the trigger is ${signed(t.threshold, 2)}.`;
+      return `${t.series} has ${moved} ${Math.abs(t.metric).toFixed(2)} pp over ${t.lookback} sessions; ` +
+             `the trigger is ${signed(t.threshold, 2)} pp.`;
     }
     const moved = t.metric >= 0 ? "up" : "down";
     return `${t.series} is ${moved} ${Math.abs(t.metric * 100).toFixed(2)}% over ${t.lookback} sessions; ` +
@@ -159,8 +185,39 @@
     el.title = "silence " + m.silence;
   }
 
+  // Simulated or replayed data says so: a banner over the page and a mark on each such card.
+  function renderOrigin(card, s) {
+    const origin = s.origin || "live";  // statuses from before the field are live ones
+    origins.set(s.scenario, origin);
+    const mark = card.querySelector(".origin");
+    mark.hidden = origin === "live";
+    text(mark, origin === "replay" ? "replay" : origin);
+    const kinds = new Set([...origins.values()].filter((o) => o !== "live"));
+    bannerEl.hidden = kinds.size === 0;
+    if (kinds.has("simulated")) {
+      text(bannerEl, "SIMULATED MARKET: these prices and crossings come from the built-in simulator, not from market data.");
+    } else if (kinds.has("replay")) {
+      text(bannerEl, "REPLAY: these crossings are history evaluated again, not today's market.");
+    }
+  }
+
+  function renderPending(card, s) {
+    text(card.querySelector(".title"), s.title || s.scenario);
+    const badge = card.querySelector(".badge");
+    text(badge, "waiting");
+    badge.className = "badge state-warmingup";
+    text(card.querySelector(".reading"), "Waiting for the engine's first status of this scenario.");
+    for (const sel of [".bar", ".windows", ".confs", ".spark"]) card.querySelector(sel).hidden = true;
+    text(card.querySelector(".asof"), "No data yet.");
+  }
+
   function renderStatus(s) {
     const card = cardFor(s.scenario);
+    if (s.pending) { renderPending(card, s); return; }
+    for (const sel of [".windows", ".spark"]) card.querySelector(sel).hidden = false;
+    if (s.tz && !pageTz) pageTz = s.tz;
+    renderOrigin(card, s);
+    if (isNum(s.updated_ms)) updated.set(s.scenario, s.updated_ms);
     const t = s.trigger || {};
     text(card.querySelector(".title"), s.title || s.scenario);
     card.querySelector(".title").title = s.description || "";
@@ -180,14 +237,40 @@
     renderWindows(card, s);
     renderConfirmations(card, s);
     text(card.querySelector(".last"), lastCrossing(s.last_event));
+    card.dataset.asof = s.at || "";
     const track = card.querySelector(".track");
     if (track) { text(track, trackRecord(s.track_record)); track.hidden = !s.track_record; }
     renderSpark(card, s.sparkline);
-    text(card.querySelector(".asof"), s.at ? `As of ${s.at.replace("T", " ").replace("Z", " UTC")}` : "No data yet.");
+    renderAsOf(card);
+    renderConn();
     card.classList.remove("flash");
     void card.offsetWidth;  // restart the highlight animation
     card.classList.add("flash");
   }
+
+  // "As of" is the newest of the status's time and its trigger's last crossing (an event can
+  // arrive before the status it changed), and says how old the data is once it is stale.
+  function renderAsOf(card) {
+    const at = card.dataset.asof || "";
+    const crossed = card.dataset.crossed || "";
+    const newest = crossed > at ? crossed : at;
+    const when = updated.get(card.dataset.scenario);
+    const old = isNum(when) ? Date.now() - when : 0;
+    card.classList.toggle("stale", old > STALE_MS);
+    let line = newest ? `As of ${inZone(newest, true)}` : "No data yet.";
+    if (old > STALE_MS) line += ` \u00b7 no update for ${age(old)}`;
+    text(card.querySelector(".asof"), line);
+  }
+
+  // The badge says "live" only while the stream is open and every card's data is current.
+  function renderConn() {
+    if (!connected) return;
+    let oldest = 0;
+    for (const when of updated.values()) oldest = Math.max(oldest, Date.now() - when);
+    if (oldest > STALE_MS) setConn("wait", `connected \u00b7 data up to ${age(oldest)} old`);
+    else setConn("live", "live");
+  }
+  setInterval(() => { for (const card of cards.values()) renderAsOf(card); renderConn(); }, 5000);
 
   function addEventLine(line, cls) {
     const first = eventsEl.firstElementChild;
@@ -201,8 +284,14 @@
     const title = ev.title || ev.scenario;
     const rule = ev.rule === "trigger" ? "trigger" : ev.rule;
     const value = metricText(ev);
-    addEventLine(`${day(ev.at)} \u00b7 ${title}: ${rule} ${ev.kind} (${ev.description}; now ${value})`, "event " + (ev.kind === "fired" ? "fired" : "rearmed"));
-    if (card) text(card.querySelector(".last"), lastCrossing(ev));
+    const origin = ev.origin && ev.origin !== "live" ? ` [${ev.origin}]` : "";
+    addEventLine(`${day(ev.at)} \u00b7 ${title}: ${rule} ${ev.kind} (${ev.description}; now ${value})${origin}`, "event " + (ev.kind === "fired" ? "fired" : "rearmed"));
+    // A card's "Last crossing" is its trigger's: a confirmation re-arming is not news of the scenario.
+    if (card && ev.rule === "trigger") {
+      text(card.querySelector(".last"), lastCrossing(ev));
+      card.dataset.crossed = ev.at || "";
+      renderAsOf(card);
+    }
   }
 
   // --- the stream ---------------------------------------------------------------------------
@@ -218,7 +307,7 @@
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = `${scheme}://${location.host}/ws` + (token ? `?token=${encodeURIComponent(token)}` : "");
     const ws = new WebSocket(url);
-    ws.onopen = () => { retry = 1000; setConn("live", "live"); };
+    ws.onopen = () => { retry = 1000; connected = true; setConn("live", "live"); renderConn(); };
     ws.onmessage = (m) => {
       let msg;
       try { msg = JSON.parse(m.data); } catch (e) { return; }
@@ -227,6 +316,7 @@
       else if (msg.type === "dropped") addEventLine(`${msg.events} crossing(s) were dropped: this page fell behind.`, "dropped");
     };
     ws.onclose = (e) => {
+      connected = false;
       if (e.code === 1008 && e.reason === "unauthorized") {
         setConn("down", "not authorized: open this page with ?token=\u2026");
         return;
