@@ -63,7 +63,7 @@ class ShardState:
 
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
-DeadLetter = Callable[[Rejected, int], Awaitable[None]]  # (rejection, source partition)
+DeadLetter = Callable[[Rejected, int, int], Awaitable[None]]  # (rejection, source partition, shard)
 
 
 class Evaluator:
@@ -135,7 +135,7 @@ class Evaluator:
         await self.dead_letter(Rejected(
             "late", f"shard {sh.n}: event time {iso_utc(t[2])} is more than {gate.lateness_ms / 1000:g} s behind "
                     f"{iso_utc(gate.frontier)}, the newest event time this shard has applied",
-            {"symbol": t[0], "price": t[1], "ts_ms": t[2]}), partition)
+            {"symbol": t[0], "price": t[1], "ts_ms": t[2]}), partition, sh.n)
 
     async def release(self, sh: ShardState, now: float) -> None:
         """Steps 3-4: apply what the gate releases and send the events."""

@@ -146,7 +146,8 @@ class Pipeline:
                              dead_letter=self._dead_letter, positions=self._ticks_positions,
                              now=time.monotonic, counters=self.counters, origin=origin)
         self.evaluator = Evaluator(config, self.map.scenarios, sources=shards, emit=self._emit,
-                                   dead_letter=lambda rej, partition: self._dead_letter(rej, partition, None),
+                                   dead_letter=lambda rej, partition, shard: self._dead_letter(
+                                       rej, partition, None, judged_by=f"shard {shard}"),
                                    now=time.monotonic, counters=self.counters, on_applied=self._on_applied)
         self.checkpoint = Checkpoint(self.table, self._put, self._flush, counters=self.counters, seed=seed)
 
@@ -184,10 +185,12 @@ class Pipeline:
         ev["origin"] = self.origin
         await self._send(T.EVENTS, ev["scenario"].encode(), orjson.dumps(ev), None)
 
-    async def _dead_letter(self, rej: Rejected, partition: int | None, offset: int | None) -> None:
+    async def _dead_letter(self, rej: Rejected, partition: int | None, offset: int | None,
+                           judged_by: str = "") -> None:
         self.counters["dead_lettered"] += 1
         self.counters["dlq." + rej.reason] += 1
-        record = dlq_record(rej, source=T.TICKS, at_ms=_now_ms(), partition=partition, offset=offset)
+        record = dlq_record(rej, source=T.TICKS, at_ms=_now_ms(), partition=partition, offset=offset,
+                            judged_by=judged_by)
         await self._send(T.TICKS_DLQ, rej.reason.encode(), record, 0)
 
     async def _put(self, partition: int, key: bytes, raw: bytes) -> int:

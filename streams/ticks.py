@@ -12,6 +12,7 @@ with a reason and goes to ``ticks.dlq``; nothing is applied from it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -186,14 +187,25 @@ def encode_ticks(ticks: Iterable[Tick]) -> bytes:
 
 
 def dlq_record(rej: Rejected, *, source: str, at_ms: int, partition: int | None = None,
-               offset: int | None = None) -> bytes:
+               offset: int | None = None, judged_by: str = "") -> bytes:
     """The ``ticks.dlq`` record for a rejected input: why, where from, and the input itself.
 
     ``partition`` and ``offset`` say where on ``source`` (a topic) the input was read; an input
     that never was on a partition (a websocket message, a polled response) has neither field,
     rather than a null. ``at`` is when it was dead-lettered, in ISO-8601 UTC (``at_ms``, the same
-    instant in epoch milliseconds, stays for programs that read it)."""
-    rec: dict[str, Any] = {"reason": rej.reason, "detail": rej.detail, "input": rej.item, "source": source}
+    instant in epoch milliseconds, stays for programs that read it).
+
+    ``dlq_id`` names the rejection, not the write: an engine restarted before its commit reads the
+    same records again and dead-letters them again, with the same id, so a consumer keeps one per
+    id (at-least-once, as every Kafka consumer of a topic written outside a transaction must).
+    It digests where the input was read, why, the input, and ``judged_by`` (which shard, for a
+    tick late at a shard: each shard judges its own copy). Without a partition the input was never
+    on a topic and is never read again: the time it came is part of the id."""
+    where = f"{partition}|{offset}" if partition is not None else f"at {at_ms}"
+    material = f"{source}|{where}|{rej.reason}|{judged_by}|".encode() + orjson.dumps(rej.item, default=str,
+                                                                                      option=orjson.OPT_SORT_KEYS)
+    rec: dict[str, Any] = {"dlq_id": hashlib.sha256(material).hexdigest()[:32], "reason": rej.reason,
+                           "detail": rej.detail, "input": rej.item, "source": source}
     if partition is not None:
         rec["partition"] = partition
     if offset is not None:

@@ -69,7 +69,7 @@ class Wiring:
     async def _emit(self, ev: dict) -> None:
         self.events.append(ev)
 
-    async def _late(self, rej, partition) -> None:
+    async def _late(self, rej, partition, shard) -> None:
         self.late.append(rej)
 
     async def route(self, partition: int, ticks: list[tuple[str, float, int]], highwater: int,
