@@ -1,10 +1,9 @@
-"""The ``ratiowatch`` command. Each sub-command is one module in ``ratiowatch/commands/`` with
-``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> exit code``; this file only
-discovers and dispatches them.
+"""The ``ratiowatch`` command line: this file only discovers and dispatches the sub-commands.
 
-Exit codes: 0 ok; 1 a run that found a problem (e.g. chaos saw a loss); 2 bad input (config,
-arguments); 130 interrupted.
+Each sub-command is one module in ``ratiowatch/commands/`` with ``NAME``, ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> exit code``.
 """
+
 
 from __future__ import annotations
 
@@ -19,6 +18,13 @@ from ratiowatch.errors import ConfigError
 
 __all__ = ["main", "build_parser"]
 
+# What `ratiowatch --help` shows: written for the user, not for the reader of this file.
+DESCRIPTION = ("ratiowatch watches market scenarios (ratios, spreads, levels) over streaming ticks and alerts "
+               "when one crosses its threshold with its confirmations. Start with `ratiowatch run`.")
+EPILOG = ("exit codes: 0 ok; 1 a run that found a problem (a broker out of reach, chaos saw a loss); "
+          "2 bad input (config, arguments); 3 a role unready too long; 130 interrupted. "
+          "`ratiowatch COMMAND --help` for each command.")
+
 
 def _commands() -> list:
     import ratiowatch.commands as pkg
@@ -29,7 +35,7 @@ def _commands() -> list:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="ratiowatch", description=__doc__.split("\n")[0].strip("`"))
+    parser = argparse.ArgumentParser(prog="ratiowatch", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"ratiowatch {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -2,13 +2,15 @@
 
     RatiowatchError            root: catch this to catch anything of ours
     ├── ConfigError            a scenario/config file is missing or invalid: fix the file named
-    ├── BadTick                a tick or feed message was rejected: it goes to ticks.dlq with .reason
     └── BrokerError            (streams.broker) the embedded broker failed or refused a request
+
+A rejected tick is not an exception: it is a value (streams.ticks.Rejected) that goes to
+``ticks.dlq`` with its reason, because rejecting input is part of normal operation.
 """
 
 from __future__ import annotations
 
-__all__ = ["RatiowatchError", "ConfigError", "BadTick"]
+__all__ = ["RatiowatchError", "ConfigError"]
 
 
 class RatiowatchError(Exception):
@@ -24,12 +26,3 @@ class ConfigError(RatiowatchError):
         loc = f"{file}: {where}: " if where else f"{file}: "
         super().__init__(loc + problem)
 
-
-class BadTick(RatiowatchError):
-    """A tick or feed message that cannot be applied. ``reason`` is a short machine-friendly code
-    (``not_json``, ``missing_field``, ``bad_price``, ``unknown_symbol``, ``late``...), ``detail``
-    says what exactly was wrong. Nothing is applied; the raw input goes to ``ticks.dlq``."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason, self.detail = reason, detail
-        super().__init__(f"{reason}: {detail}")

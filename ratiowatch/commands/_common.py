@@ -10,6 +10,11 @@ import sys
 __all__ = ["add_config", "add_broker", "add_history", "broker_url"]
 
 
+def for_users(doc: str | None) -> str:
+    """A module docstring as a --help description: without the RST literal marks (``x``)."""
+    return (doc or "").replace("``", "")
+
+
 def add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", default=None,
                    help="scenario file (default: the shipped configs/scenarios.yaml)")

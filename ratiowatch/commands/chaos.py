@@ -14,11 +14,11 @@ import sys
 
 import orjson
 
-from ._common import add_config
+from ._common import add_config, for_users
 
 NAME = "chaos"
 HELP = "run the pipeline under injected faults and bad input; check nothing is lost or repeated"
-DESCRIPTION = __doc__
+DESCRIPTION = for_users(__doc__)
 
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
 

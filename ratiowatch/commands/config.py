@@ -18,7 +18,7 @@ from ratiowatch.config import Config, Rule, load_config
 from ratiowatch.notifiers.deliver import medium_for
 from ratiowatch.notifiers.redact import redact_url, url_problem
 
-from ._common import add_config
+from ._common import add_config, for_users
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "config_document"]
 
@@ -28,7 +28,7 @@ HELP = "show the effective configuration (secrets redacted)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    show = sub.add_parser("show", help=HELP, description=__doc__)
+    show = sub.add_parser("show", help=HELP, description=for_users(__doc__))
     add_config(show)
 
 

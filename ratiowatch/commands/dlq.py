@@ -41,7 +41,7 @@ from ratiowatch.streams.kafka_settings import KafkaSecurity, load_kafka_security
 from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.topics import NOTIFICATIONS_DLQ
 
-from ._common import add_config, add_history, broker_url
+from ._common import add_config, add_history, broker_url, for_users
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "retry_dlq", "notify_store_path"]
 
@@ -51,7 +51,7 @@ HELP = "work with notifications.dlq (retry: send its notifications again)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    r = sub.add_parser("retry", help="send every notification on notifications.dlq again", description=__doc__,
+    r = sub.add_parser("retry", help="send every notification on notifications.dlq again", description=for_users(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     # Not _common.add_broker: that one promises an embedded broker by default, and the DLQ lives on
     # the cluster the notify role wrote it to.

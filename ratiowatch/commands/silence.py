@@ -32,7 +32,7 @@ from ratiowatch.streams.kafka_settings import KafkaSecurity, load_kafka_security
 from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.topics import SILENCES
 
-from ._common import add_config, broker_url
+from ._common import add_config, broker_url, for_users
 
 __all__ = ["NAME", "HELP", "add_arguments", "run", "read_silences", "write_silence"]
 
@@ -42,7 +42,7 @@ HELP = "mute scenarios for a while: silence add / list / expire (on the cluster'
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.description = __doc__
+    p.description = for_users(__doc__)
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     a = sub.add_parser("add", help="mute scenarios (or --all) for --for DURATION or --until TIME")
     a.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario ids to mute")
