@@ -40,7 +40,7 @@ def _parts(c: SessionCloses, upto: int | None = None) -> list:
 class ScenarioState:
     """Everything one scenario needs to resume: kept in the faust table, keyed by scenario id."""
 
-    __slots__ = ("legs", "series", "armed", "metrics", "evaluated_ts", "offset", "last_event", "history_changed")
+    __slots__ = ("legs", "series", "armed", "metrics", "evaluated_ts", "last_event", "history_changed")
 
     def __init__(self) -> None:
         self.legs: dict[str, tuple[int, float]] = {}     # symbol -> (ts_ms, price) of its newest tick
@@ -48,7 +48,6 @@ class ScenarioState:
         self.armed: dict[str, bool | None] = {}          # rule name -> armed flag (None: never evaluated)
         self.metrics: dict[str, float | None] = {}       # rule name -> latest metric
         self.evaluated_ts: int = -1                      # event time of the last evaluation
-        self.offset: int = -1                            # last applied offset of the shard topic
         self.last_event: dict[str, Any] | None = None    # the trigger's latest event (for status)
         self.history_changed = True                      # past closes or last event differ from the stored copy
 
@@ -60,7 +59,6 @@ class ScenarioState:
             "armed": self.armed,
             "metrics": self.metrics,
             "evaluated_ts": self.evaluated_ts,
-            "offset": self.offset,
             "last_event": self.last_event,
         }
 
@@ -74,7 +72,6 @@ class ScenarioState:
         s.armed = dict(d["armed"])
         s.metrics = dict(d["metrics"])
         s.evaluated_ts = int(d["evaluated_ts"])
-        s.offset = int(d["offset"])
         s.last_event = d.get("last_event")
         return s
 
@@ -91,7 +88,6 @@ class ScenarioState:
             "armed": self.armed,
             "metrics": self.metrics,
             "evaluated_ts": self.evaluated_ts,
-            "offset": self.offset,
         }
 
     def history_dict(self) -> dict[str, Any]:
@@ -117,7 +113,6 @@ class ScenarioState:
         s.armed = dict(live["armed"])
         s.metrics = dict(live["metrics"])
         s.evaluated_ts = int(live["evaluated_ts"])
-        s.offset = int(live["offset"])
         s.last_event = history.get("last_event") if history else None
         s.history_changed = history is None
         return s

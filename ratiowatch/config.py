@@ -51,12 +51,6 @@ class SeriesSpec:
             return f"{self.legs[0]}-{self.legs[1]}"
         return self.legs[0]
 
-    def value(self, prices: dict[str, float]) -> float | None:
-        """The series value from one price per leg (``agents.metric.series_value``); None for a
-        ratio over a zero leg."""
-        b = prices[self.legs[1]] if len(self.legs) > 1 else None
-        return _metric.series_value(self.kind, prices[self.legs[0]], b)
-
     def change(self, value: float, past: float) -> float | None:
         """The lookback metric (relative, or a difference for spreads): ``agents.metric.change``."""
         return _metric.change(self.kind == "spread", value, past)
