@@ -41,10 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long ticks are sent and faults injected (default 300; then a drain)")
     p.add_argument("--seed", type=int, default=1, help="seed of the ticks, the garbage and the fault schedule")
     p.add_argument("--data", metavar="DIR", default=None,
-                   help="folder of SYMBOL.csv daily closes (default ../shared/data/history or $RATIOWATCH_HISTORY)")
+                   help="folder of SYMBOL.csv daily closes (default: $RATIOWATCH_HISTORY, else shared/data/history "
+                        "beside the repository, ../shared/data/history from its root, wherever the command runs)")
     p.add_argument("--pace", type=_positive, default=12.0, metavar="DATES_PER_S",
                    help="history dates sent per second (default 12; slower when the history is shorter)")
-    p.add_argument("--partitions", type=int, default=None)
+    p.add_argument("--partitions", type=int, default=None,
+                   help="engine partitions (default: settings.partitions of --config)")
     p.add_argument("--faults", default=",".join(FAULT_KINDS), metavar="KIND,...",
                    help=f"fault kinds to inject (default all: {', '.join(FAULT_KINDS)})")
     p.add_argument("--drain-timeout", type=_positive, default=None, metavar="SECONDS",

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON event per line (the events topic's records)")
     p.add_argument("--speed", type=float, default=None, metavar="DAYS_PER_S",
                    help="pace the replay at this many trading days per second (default: as fast as it goes)")
-    p.add_argument("--partitions", type=int, default=None)
+    p.add_argument("--partitions", type=int, default=None,
+                   help="engine partitions (default: settings.partitions of --config)")
     p.add_argument("--from", dest="start", type=_day, default=None, metavar="YYYY-MM-DD",
                    help="replay from this day on; the days before it warm the scenarios up without going "
                         "through Kafka, so the events are those of a full replay from that day on")

@@ -99,8 +99,8 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
         loop.add_signal_handler(sig, stop.set)
     source_failed: BaseException | None = None
     try:
-        # With the simulator on, everything this run evaluates is labelled simulated (a feed's
-        # ticks too: mixed with simulated prices, no result of theirs is a market fact).
+        # The simulated market runs only without feeds and polls: then everything this run
+        # evaluates is simulated, and says so.
         origin = SIMULATED if opts.sim else LIVE
         engine = EngineRole(config, broker_url=url, partitions=partitions, history_dir=args.history, metrics=metrics,
                             health=health, origin=origin)

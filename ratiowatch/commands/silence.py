@@ -1,9 +1,12 @@
 """``ratiowatch silence``: mute scenarios for a while, on Alertmanager's model (``amtool silence``).
 
     ratiowatch silence add small-caps-outperform --for 4h --comment "already on it" --broker kafka://HOST:PORT
-    ratiowatch silence add --all --until 2026-12-03T09:30:00-05:00 --comment "FOMC day"
-    ratiowatch silence list
-    ratiowatch silence expire ID
+    ratiowatch silence add --all --until 2030-01-02T09:30:00-05:00 --comment "FOMC day" --broker kafka://HOST:PORT
+    ratiowatch silence list --broker kafka://HOST:PORT
+    ratiowatch silence expire ID --broker kafka://HOST:PORT
+
+Every action needs the cluster: --broker, or env RATIOWATCH_BROKER (then the examples can leave
+--broker out).
 
 Silences live on the compacted ``silences`` topic of the cluster (key: silence id). While one
 matches a scenario, the notify role sends none of its notifications and writes a ``silenced``
@@ -56,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lst = sub.add_parser("list", help="every silence, newest first, with its state (active, pending, expired)")
     lst.add_argument("--json", action="store_true", help="the silences as JSON")
     e = sub.add_parser("expire", help="end a silence now (it stays listed, as expired)")
-    e.add_argument("id", metavar="ID")
+    e.add_argument("id", metavar="ID", help="the silence's id, as `add` printed it and `list` shows it")
     for q in (a, lst, e):
         # Not _common.add_broker: that one promises an embedded broker; silences live on a cluster.
         q.add_argument("--broker", metavar="URL", default=os.environ.get("RATIOWATCH_BROKER"),
