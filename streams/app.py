@@ -18,7 +18,8 @@ import faust
 
 from .broker import EmbeddedBroker
 from .clients import check_reachable
-from .faust_consumer import BatchHandler, RoundHook, Transport, check_faust_version
+from .faust_consumer import (IDEMPOTENCE_ENV, IDEMPOTENCE_OFF_COST, BatchHandler, RoundHook, Transport,
+                             check_faust_version, idempotence_enabled)
 from .topics import APP_ID, all_topics, topic_configs
 
 __all__ = ["create_app", "ensure_topics", "ensure_topics_exist", "RatiowatchApp"]
@@ -74,8 +75,10 @@ def ensure_topics_exist(bootstrap: str, partitions: int, app_id: str = APP_ID, *
 
 def create_app(broker_url: str, *, partitions: int, app_id: str = APP_ID,
                datadir: str | os.PathLike[str] | None = None, **extra: object) -> faust.App:
-    """A faust app wired for ratiowatch. ``extra`` goes to faust.App (e.g. broker_credentials)."""
+    """A faust app wired for ratiowatch. ``extra`` goes to faust.App (e.g. broker_credentials).
+    Its producer is idempotent unless RATIOWATCH_IDEMPOTENCE=off (see streams/faust_consumer.py)."""
     check_faust_version()
+    idempotent = idempotence_enabled()  # a bad value is a ConfigError naming the variable (exit 2)
     datadir = Path(datadir or os.environ.get("RATIOWATCH_DATADIR", "ratiowatch-data"))
     (datadir / app_id).mkdir(parents=True, exist_ok=True)
     settings: dict[str, object] = dict(
@@ -103,6 +106,10 @@ def create_app(broker_url: str, *, partitions: int, app_id: str = APP_ID,
     )
     settings.update(extra)
     app = RatiowatchApp(app_id, **settings)
+    app.idempotent = idempotent
+    if not idempotent:
+        log.warning("%s=off: the %s producer is not idempotent (for brokers that refuse producer ids): %s",
+                    IDEMPOTENCE_ENV, app_id, IDEMPOTENCE_OFF_COST)
     _tune_gc()
     return app
 
@@ -127,6 +134,7 @@ class RatiowatchApp(faust.App):
         self.before_commit: list[Callable[[], Awaitable[None]]] = []
         self.commit_due: Callable[[], bool] | None = None  # None: every commit interval
         self.after_fetch_round: list[RoundHook] = []
+        self.idempotent = True  # the producer asks for a producer id (create_app: RATIOWATCH_IDEMPOTENCE)
 
     def _new_transport(self) -> Any:
         return Transport(self.conf.broker_consumer, self)

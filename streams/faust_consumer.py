@@ -23,7 +23,8 @@ from mode import Service
 from mode.utils.futures import notify
 
 __all__ = ["BatchConsumer", "BatchHandler", "RoundHook", "Transport", "IdempotentProducer", "OVERRIDDEN",
-           "TESTED_FAUST", "check_faust_version", "fetch_position"]
+           "TESTED_FAUST", "check_faust_version", "fetch_position", "IDEMPOTENCE_ENV", "IDEMPOTENCE_OFF_COST",
+           "IdempotenceUnsupported", "idempotence_enabled"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ OVERRIDDEN = (
     "faust.transport.drivers.aiokafka.Consumer._new_consumer_thread",
     "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer",
     "faust.transport.drivers.aiokafka.Producer._settings_extra",
+    "faust.transport.drivers.aiokafka.Producer.on_start (wrapped), _producer (read, stopped on a refused producer id)",
+    "aiokafka.producer.sender.Sender._maybe_wait_for_pid (its name, looked for in a failed start's traceback)",
     "aiokafka.AIOKafkaConsumer._fetch_max_wait_ms, _subscription (read in fetch_position)",
     "aiokafka.consumer.group_coordinator.CoordinatorGroupRebalance._send_sync_group_request (wrapped)",
 )
@@ -284,14 +287,87 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+# --- idempotent writes, and the setting that turns them off -----------------------------------
+#
+# RATIOWATCH_IDEMPOTENCE   on (default) | off: every faust app of the process (engine, notify).
+#
+# ``on``: the producer asks the broker for a producer id (InitProducerId) and numbers its batches,
+# so a produce request retried after its answer was lost is not written twice. A broker that does
+# not grant producer ids (Tansu 0.6.0 answers UnknownError) stops the role at start with
+# :class:`IdempotenceUnsupported`, naming the capability and this setting: never a silent downgrade.
+# ``off``: for such brokers only. Said at start (a WARNING naming what is given up, see
+# :data:`IDEMPOTENCE_OFF_COST`); docs/faults.md, "Brokers this is proven on".
+
+IDEMPOTENCE_ENV = "RATIOWATCH_IDEMPOTENCE"
+
+IDEMPOTENCE_OFF_COST = (
+    "a produce request that aiokafka retries after its answer was lost (a dropped connection, a timeout) "
+    "may be written twice: an event on `events` twice (same event_id; the engine's read-back of `events` "
+    "only runs when a shard is taken over, so this copy stays: the notify role's dedup record and "
+    "consumers that de-duplicate by event_id absorb it), a shard record on the shard topic twice (a copy of "
+    "applied ticks is skipped by source offset, ticks still waiting for the watermark are queued again), "
+    "a changelog write, a dead letter or a delivery record twice")
+
+
+def idempotence_enabled(env: Any = None) -> bool:
+    """RATIOWATCH_IDEMPOTENCE read and checked: True unless it is ``off``. Raises ConfigError naming
+    the variable for any value but on/off (unset or empty: on)."""
+    from ratiowatch.errors import ConfigError
+
+    raw = (os.environ if env is None else env).get(IDEMPOTENCE_ENV) or "on"
+    value = raw.strip().lower()
+    if value not in ("on", "off"):
+        raise ConfigError("environment", IDEMPOTENCE_ENV, f"must be on or off, got {raw!r}")
+    return value == "on"
+
+
+class IdempotenceUnsupported(RuntimeError):
+    """The broker refused to give the producer a producer id (InitProducerId): it cannot take
+    idempotent writes. The message names the capability and RATIOWATCH_IDEMPOTENCE."""
+
+
 class IdempotentProducer(faust_aiokafka.Producer):
     """faust's producer with Kafka's idempotence on (faust turns it on only for exactly-once).
     aiokafka retries a produce request when the connection drops before the answer, and the
     broker may have written the batch already: without producer ids and sequence numbers it
-    would be written twice (see docs/faults.md, finding 6)."""
+    would be written twice (see docs/faults.md, finding 6). ``app.idempotent`` False
+    (RATIOWATCH_IDEMPOTENCE=off, set by create_app) leaves it off, with ``acks=all`` still."""
+
+    def _idempotent(self) -> bool:
+        return bool(getattr(self.app, "idempotent", True))
 
     def _settings_extra(self) -> Any:
-        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": self._idempotent()}
+
+    async def on_start(self) -> None:
+        try:
+            await super().on_start()
+        except Exception as e:
+            txn = getattr(self._producer, "_txn_manager", None)
+            if not self._idempotent() or txn is None or txn.has_pid() or not _raised_in(e, "_maybe_wait_for_pid"):
+                raise  # not the broker's answer to InitProducerId (e.g. no broker reachable)
+            # aiokafka's start waits for the producer id and raises the broker's answer as is
+            # (Tansu 0.6.0: UnknownError, "[Error -1] UnknownError"): say what it means.
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
+            raise IdempotenceUnsupported(
+                f"the broker at {', '.join(str(u) for u in self.app.conf.broker)} refused a producer id "
+                f"(InitProducerId answered {type(e).__name__}: {e}): it does not support idempotent producers, "
+                f"which ratiowatch uses so that a retried write is never stored twice. Use a broker that does "
+                f"(Kafka >= 0.11), or set {IDEMPOTENCE_ENV}=off to run without them, accepting that "
+                f"{IDEMPOTENCE_OFF_COST}") from e
+
+
+def _raised_in(exc: BaseException, function: str) -> bool:
+    """Whether ``exc`` was raised inside a function of that name (aiokafka's
+    Sender._maybe_wait_for_pid raises the broker's answer to InitProducerId)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _rejoin_on_invalid_sync() -> None:

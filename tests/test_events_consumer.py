@@ -1,4 +1,5 @@
-"""examples/events_consumer.py against the embedded broker, with real events.
+"""examples/events_consumer.py against the broker under test (``kafka_broker``: the embedded mock
+or Tansu, RATIOWATCH_TEST_BROKER), with real events.
 
 The events come from the pure engine run over two years of the real history with the shipped
 scenarios; the topic also gets repeats (as a restarted worker would emit), one event carrying a
@@ -19,7 +20,6 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ratiowatch.agents.engine import ShardEngine
 from ratiowatch.config import load_config
-from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.history import daily_ticks, load_history
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,9 @@ def _summary(out: str) -> dict[str, int]:
     return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
-def test_each_valid_event_is_handled_once_and_offsets_are_committed(capsys, real_events):
+@pytest.mark.both_brokers
+@pytest.mark.broker_partitions(PARTITIONS)
+def test_each_valid_event_is_handled_once_and_offsets_are_committed(capsys, real_events, kafka_broker):
     example = _load_example()
     held_out, events = real_events[-1], real_events[:-1]
     repeats = events[:3]                                       # a restarted worker re-emits these
@@ -69,42 +71,48 @@ def test_each_valid_event_is_handled_once_and_offsets_are_committed(capsys, real
                 ("garbage", b"{not json")]
     valid_ids = {e["event_id"] for e in events} | {held_out["event_id"]}
 
-    with EmbeddedBroker() as b:
-        b.create_topic("events", PARTITIONS)
-        producer = KafkaProducer(bootstrap_servers=b.bootstrap)
-        for key, value in records:
-            producer.send("events", key=key.encode(), value=value)
-        producer.flush()
-        producer.close()
+    b = kafka_broker  # every ratiowatch topic made, "events" with PARTITIONS partitions
+    producer = KafkaProducer(bootstrap_servers=b.bootstrap)
+    sent = [producer.send("events", key=key.encode(), value=value) for key, value in records]
+    producer.flush()
+    producer.close()
+    # Each partition's log end, from the broker's acknowledgements: the offset after its last record.
+    acked_ends = {TopicPartition("events", p): 0 for p in range(PARTITIONS)}
+    for f in sent:
+        meta = f.get(timeout=10)
+        tp = TopicPartition("events", meta.partition)
+        acked_ends[tp] = max(acked_ends[tp], meta.offset + 1)
+    assert sum(acked_ends.values()) == len(records)
 
-        rc = example.main(["--bootstrap", b.bootstrap, "--group", "desk-audit", "--max-messages", str(len(records)),
-                           "--session-timeout-ms", SESSION_MS])
-        out = capsys.readouterr().out
-        assert rc == 0
-        handled = re.findall(r"^handled ([0-9a-f]{32}) ", out, re.M)
-        assert sorted(handled) == sorted(valid_ids)            # every valid event, each exactly once
-        invalid = re.findall(r"^invalid events\[\d+\]@\d+: (.*)$", out, re.M)
-        assert len(invalid) == 2
-        assert any("'threshold' is a required property" in r for r in invalid), invalid
-        assert any(r.startswith("not JSON") for r in invalid), invalid
-        assert _summary(out) == {"read": len(records), "handled": len(valid_ids), "duplicate": len(repeats),
-                                 "invalid": 2, "partitions": PARTITIONS}
+    rc = example.main(["--bootstrap", b.bootstrap, "--group", "desk-audit", "--max-messages", str(len(records)),
+                       "--session-timeout-ms", SESSION_MS])
+    out = capsys.readouterr().out
+    assert rc == 0
+    handled = re.findall(r"^handled ([0-9a-f]{32}) ", out, re.M)
+    assert sorted(handled) == sorted(valid_ids)            # every valid event, each exactly once
+    invalid = re.findall(r"^invalid events\[\d+\]@\d+: (.*)$", out, re.M)
+    assert len(invalid) == 2
+    assert any("'threshold' is a required property" in r for r in invalid), invalid
+    assert any(r.startswith("not JSON") for r in invalid), invalid
+    assert _summary(out) == {"read": len(records), "handled": len(valid_ids), "duplicate": len(repeats),
+                             "invalid": 2, "partitions": PARTITIONS}
 
-        # The group's committed offsets are the partitions' end offsets: all handled, none pending.
-        probe = KafkaConsumer(bootstrap_servers=b.bootstrap, group_id="desk-audit", enable_auto_commit=False)
-        tps = [TopicPartition("events", p) for p in range(PARTITIONS)]
-        ends = probe.end_offsets(tps)
-        committed = {tp: probe.committed(tp) for tp in tps}
-        probe.close()
-        assert sum(ends.values()) == len(records)
-        assert {tp: committed[tp] or 0 for tp in tps} == ends
+    # The group's committed offsets are the partitions' end offsets: all handled, none pending.
+    probe = KafkaConsumer(bootstrap_servers=b.bootstrap, group_id="desk-audit", enable_auto_commit=False)
+    tps = [TopicPartition("events", p) for p in range(PARTITIONS)]
+    ends = probe.end_offsets(tps)
+    committed = {tp: probe.committed(tp) for tp in tps}
+    probe.close()
+    assert {tp: committed[tp] or 0 for tp in tps} == acked_ends
+    if "list_offsets_log_end" not in b.gaps:  # Tansu 0.6.0 answers less here (conftest.GAPS)
+        assert ends == acked_ends
 
-        # A second run of the same group resumes after the commits: nothing new to handle.
-        rc = example.main(["--bootstrap", b.bootstrap, "--group", "desk-audit", "--timeout", "3",
-                           "--session-timeout-ms", SESSION_MS])
-        out = capsys.readouterr().out
-        assert rc == 0
-        assert _summary(out) == {"read": 0, "handled": 0, "duplicate": 0, "invalid": 0, "partitions": PARTITIONS}
+    # A second run of the same group resumes after the commits: nothing new to handle.
+    rc = example.main(["--bootstrap", b.bootstrap, "--group", "desk-audit", "--timeout", "3",
+                       "--session-timeout-ms", SESSION_MS])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert _summary(out) == {"read": 0, "handled": 0, "duplicate": 0, "invalid": 0, "partitions": PARTITIONS}
 
 
 def test_check_event_reasons(real_events):

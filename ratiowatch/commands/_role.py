@@ -100,9 +100,13 @@ async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, heal
     try:
         try:
             await asyncio.wait_for(start(), args.start_timeout)
-        except (asyncio.TimeoutError, TimeoutError, OSError, RuntimeError) as e:
+        except (asyncio.TimeoutError, TimeoutError) as e:
             print(f"ratiowatch {name}: could not start within {args.start_timeout:g}s against {args.broker}: "
                   f"{type(e).__name__}: {e or 'timed out'}", file=sys.stderr)
+            return 1
+        except (OSError, RuntimeError) as e:  # the broker answered, and said no (e.g. no producer ids)
+            print(f"ratiowatch {name}: could not start against {args.broker}: {type(e).__name__}: {e}",
+                  file=sys.stderr)
             return 1
         print(f"ratiowatch {name}: running" + (f" for {args.duration:g}s" if args.duration else ""), flush=True)
         watchdog = asyncio.create_task(_unready_watchdog(health, args.unready_timeout))

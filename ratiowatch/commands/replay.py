@@ -69,8 +69,14 @@ def run(args: argparse.Namespace) -> int:
     if args.start and args.end and args.end < args.start:
         print(f"ratiowatch replay: --to {args.end} is before --from {args.start}", file=sys.stderr)
         return 2
-    events, stats = asyncio.run(replay(config, args.data, broker=url, speed=args.speed, partitions=args.partitions,
-                                       notify=args.notify, start=args.start, end=args.end, progress=sys.stderr))
+    from ratiowatch.streams.faust_consumer import IdempotenceUnsupported
+
+    try:
+        events, stats = asyncio.run(replay(config, args.data, broker=url, speed=args.speed, partitions=args.partitions,
+                                           notify=args.notify, start=args.start, end=args.end, progress=sys.stderr))
+    except IdempotenceUnsupported as e:
+        print(f"ratiowatch replay: {e}", file=sys.stderr)
+        return 1
     if not stats["dates"]:
         print(f"ratiowatch replay: the history in {args.data} has no day from {args.start or 'its start'} "
               f"to {args.end or 'its end'}", file=sys.stderr)

@@ -61,10 +61,14 @@ def run(args: argparse.Namespace) -> int:
     opts = source_options_from_args(args, config)
     address, token = http_settings(args.serve, flag="--serve")
     from ratiowatch.streams.clients import BrokerUnreachable
+    from ratiowatch.streams.faust_consumer import IdempotenceUnsupported
 
     try:
         return asyncio.run(_main(args, config, url, opts, address, token))
     except BrokerUnreachable as e:
+        print(f"ratiowatch run: {e}", file=sys.stderr)
+        return 1
+    except IdempotenceUnsupported as e:
         print(f"ratiowatch run: {e}", file=sys.stderr)
         return 1
     except SimStartRefused as e:
