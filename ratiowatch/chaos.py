@@ -138,7 +138,7 @@ class _Worker:
 
 
 async def _read_topics(bootstrap: str, sinks: dict[str, list[tuple[float, bytes]]], stop: asyncio.Event,
-                       rereads: Counter[str]) -> None:
+                       rereads: Counter[str], places: dict[str, list[tuple[int, int, int]]]) -> None:
     """Read ``sinks``' topics from the beginning as a downstream service would (no group, manual
     assignment), recording when each record arrived."""
     from aiokafka import TopicPartition
@@ -177,6 +177,8 @@ async def _read_topics(bootstrap: str, sinks: dict[str, list[tuple[float, bytes]
                         rereads[tp.topic] += 1
                         continue
                     sink.append((now, r.value))
+                    if tp.topic in places:
+                        places[tp.topic].append((tp.partition, r.offset, r.timestamp))
                 next_offset[tp] = max(first, records[-1].offset + 1)
     finally:
         await consumer.stop()
@@ -260,7 +262,7 @@ async def run_chaos(opts: ChaosOptions, say: Callable[[str], None] | None = None
     rereads: Counter[str] = Counter()
     reader = asyncio.create_task(_read_topics(broker.bootstrap, {T.EVENTS: obs.events, T.TICKS_DLQ: obs.ticks_dlq,
                                                                  T.NOTIFICATIONS_DLQ: obs.notifications_dlq},
-                                              stop_readers, rereads))
+                                              stop_readers, rereads, {T.EVENTS: obs.event_places}))
     worker = _Worker([sys.executable, "-m", "ratiowatch.chaos_worker", "--broker", broker.url, "--config",
                       str(cfg_path), "--datadir", str(work / "worker")], work / "worker.log", say)
 

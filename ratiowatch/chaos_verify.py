@@ -58,6 +58,7 @@ class Observed:
     late: list[tuple[tuple[str, float, int], int]]      # late tick, dlq copies expected (one per shard)
     feed_garbage: list[Garbage]                         # messages the feed client received
     events: list[tuple[float, bytes]] = field(default_factory=list)
+    event_places: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, offset, record ts ms) per event
     ticks_dlq: list[tuple[float, bytes]] = field(default_factory=list)
     notifications_dlq: list[tuple[float, bytes]] = field(default_factory=list)
     receipts: list[tuple[float, list[str]]] = field(default_factory=list)  # 200 answers: event ids
@@ -69,9 +70,10 @@ class Observed:
 def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:
     expected = {e["event_id"]: e for e in obs.expected_events}
     seen: Counter[str] = Counter()
+    copies: dict[str, list[int]] = defaultdict(list)  # event id -> indexes of its records
     good_at: dict[str, float] = {}
     unexpected: set[str] = set()
-    for t, raw in obs.events:
+    for i, (t, raw) in enumerate(obs.events):
         try:
             ev = orjson.loads(raw)
             eid = ev["event_id"]
@@ -79,6 +81,7 @@ def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:
             unexpected.add(f"<unreadable {raw[:40]!r}>")
             continue
         seen[eid] += 1
+        copies[eid].append(i)
         if expected.get(eid) == ev:
             good_at.setdefault(eid, t)
         else:
@@ -92,7 +95,24 @@ def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:
         "unexpected": len(unexpected),
         "examples_missing": [_describe(expected[e]) for e in sorted(missing, key=lambda e: expected[e]["ts_ms"])[:5]],
         "examples_duplicated": sorted(e for e, n in seen.items() if n > 1)[:5],
+        "duplicates_where": _duplicates_where(obs, {e: c for e, c in copies.items() if len(c) > 1}),
     }, good_at
+
+
+def _duplicates_where(obs: Observed, copies: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """For each event on the topic more than once (first 20): where each copy is (partition,
+    offset, the record's timestamp), when the reader got it, and the faults that began in the 10 s
+    before it arrived -- the evidence to tell a producer retry from a worker re-applying ticks."""
+    out = []
+    for eid, idx in sorted(copies.items(), key=lambda kv: obs.events[kv[1][0]][0])[:20]:
+        rows = []
+        for i in idx:
+            t = obs.events[i][0]
+            p, o, ts = obs.event_places[i] if i < len(obs.event_places) else (-1, -1, -1)
+            near = [f"{f.kind}@{f.start:.1f}s" for f in obs.faults if t - 10 <= f.start <= t]
+            rows.append({"partition": p, "offset": o, "record_ts_ms": ts, "read_at_s": round(t, 2), "faults_before": near})
+        out.append({"event_id": eid, "copies": rows})
+    return out
 
 
 def _describe(e: dict[str, Any]) -> str:

@@ -164,7 +164,7 @@ def test_notifications_say_which_transform_fired_and_carry_the_record(shipped):
     assert f"IWM/SPY streak is {int(streak['value'])} sessions up: crossed above the trigger 6 (re-arms at 0)" in text
     ma = _trigger_event(result, "curve-above-average")
     push = render("push", [Notice(ma, FIRING, cfg.scenario("curve-above-average"))]).body
-    assert push.startswith(f"DGS10-DGS2 vs its 50-session average {ma['value']:+,.2f}: crossed above the trigger +0.15")
+    assert push.startswith(f"DGS10-DGS2 vs its 50-session average {ma['value']:+,.2f} pp: crossed above the trigger +0.15 pp")
 
 
 async def test_service_passes_the_track_record_to_messages(shipped, tmp_path):
