@@ -244,8 +244,13 @@ def feed_client(spec: FeedSpec, config: Any, publish: TickSink, **kw: Any) -> Fe
 
 async def _run_sim(opts: SourceOptions, config: Any, publish: TickSink, start: date | None,
                    levels: dict[str, float] | None) -> None:
-    from ratiowatch.streams.simfeed import CalendarEnd, SimMarket
+    from ratiowatch.config import warn_unprovided_symbols
+    from ratiowatch.streams.simfeed import DEFAULT_SYMBOLS, CalendarEnd, SimMarket
 
+    # A symbol with neither a documented level nor a close in the history is simulated as a
+    # generic stock: said at start, naming the file and where the config uses it.
+    warn_unprovided_symbols(config, set(DEFAULT_SYMBOLS) | set(levels or {}),
+                            "the simulated market's documented levels or the history (it is simulated as a generic stock)")
     # Loading the exchange calendar takes a second (pandas): off the event loop, which the engine
     # of `ratiowatch run` shares.
     sim = await asyncio.to_thread(lambda: SimMarket(tuple(sorted(config.symbols)), seed=opts.seed, levels=levels or {},
