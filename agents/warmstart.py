@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
+import polars as pl
+
 from ratiowatch.config import Config
 from ratiowatch.streams.history import daily_ticks, load_history
 
@@ -14,12 +16,13 @@ from .engine import ScenarioState, ShardEngine
 __all__ = ["seed_states"]
 
 
-def seed_states(config: Config, folder: str | Path, before: date | None = None
-                ) -> tuple[dict[str, ScenarioState], dict[str, float], date | None]:
+def seed_states(config: Config, folder: str | Path, before: date | None = None,
+                history: pl.DataFrame | None = None) -> tuple[dict[str, ScenarioState], dict[str, float], date | None]:
     """Run the pure engine over the history (events are history, not alerts: they are dropped),
-    up to the day ``before`` (excluded) if given. Returns (state per scenario id, last close per
-    symbol, last date)."""
-    history = load_history(folder, config.symbols, config.settings.signed_symbols)
+    up to the day ``before`` (excluded) if given. ``history``: the folder's closes when the caller
+    has loaded them already. Returns (state per scenario id, last close per symbol, last date)."""
+    if history is None:
+        history = load_history(folder, config.symbols, config.settings.signed_symbols)
     engine = ShardEngine(config.scenarios, config.settings)
     states: dict[str, ScenarioState] = {}
     last: dict[str, float] = {}

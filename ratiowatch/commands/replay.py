@@ -106,7 +106,7 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
     history = load_history(data, config.symbols, config.settings.signed_symbols)
     # The days before ``start`` go through the same pure engine the workers run, in this process:
     # the state a replay from the first day would have reached, without its events.
-    seed = seed_states(config, data, before=start)[0] if start is not None else None
+    seed = seed_states(config, data, before=start, history=history)[0] if start is not None else None
     days = list(daily_ticks(history, config.settings.session_timezone, start=start, end=end))
     rt = EngineRole(config, broker_url=broker, partitions=partitions, app_id=app_id, seed=seed, origin=REPLAY)
     notifier = None

@@ -43,7 +43,6 @@ class EngineRole:
                  seed: dict[str, Any] | None = None, history_dir: str | None = None,
                  metrics: Metrics | None = None, health: Health | None = None, origin: str = LIVE) -> None:
         self.config = config
-        self.origin = origin
         self.partitions = partitions or config.settings.partitions
         self.embedded: EmbeddedBroker | None = None
         if broker_url is None:
