@@ -9,7 +9,7 @@ Semantics (see README, "Scenario semantics"):
 - A series advances only when one of its own legs ticked in the group; its value becomes the
   latest of the current session (session = local date of the event time).
 - The metric is made from the current value and the closes before it by the rule's transform
-  (``agents.metric``: value, lookback, ma, high, low, streak).
+  (``model.metric``: value, lookback, ma, high, low, streak).
 - Rules step through :mod:`agents.rules` (hysteresis). Confirmations are updated before the
   trigger is judged, so a trigger event reports them as of the same moment. A trigger with
   ``require: k`` fires only when at least k of them are met; until then it stays armed.
@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from typing import AbstractSet, Any, Iterable, Sequence
 
-from ratiowatch.config import Rule, Scenario, SeriesSpec, Settings
+from ratiowatch.model import Rule, Scenario, SeriesSpec, Settings
 
 from . import rules as R
 from .events import build_event
-from .metric import change, round12, rule_metric
+from ratiowatch.model.metric import change, round12, rule_metric
 from .sessions import SessionCloses, session_of
 from .state import SPLIT_VERSION, STATE_VERSION, ScenarioState  # noqa: F401  (re-exported)
 from .status import scenario_status
@@ -39,7 +39,7 @@ TickRow = Sequence[Any]
 
 
 def _value(ser: "_Series", legs: dict[str, tuple[int, float]]) -> float | None:
-    """The series value (``agents.metric.series_value``, written out: this runs for every series a
+    """The series value (``model.metric.series_value``, written out: this runs for every series a
     tick touches) on the legs' latest prices; None while a leg has no price yet, or for a ratio over
     a zero leg (undefined: the series does not advance)."""
     leg_a = legs.get(ser.a)
@@ -60,7 +60,7 @@ class _Series:
     SeriesSpec, formatted on every call), its legs, how many closes it keeps and the rules judged
     on it, in order, as ``(rule, lookback, other, deferred)``: ``lookback`` None and ``other``
     False is a value rule, an int a lookback rule (both written out in the hot loop); ``other``
-    True goes through ``agents.metric.rule_metric``."""
+    True goes through ``model.metric.rule_metric``."""
 
     __slots__ = ("name", "spec", "kind", "a", "b", "ratio", "diff", "rules", "keep", "streak")
 
@@ -186,7 +186,7 @@ class ScenarioEngine:
         """Apply ticks that share event time ``ts_ms`` (only this scenario's symbols matter), evaluate,
         and return the events it produced, in order."""
         # This is the innermost loop of the worker (once per scenario per timestamp group), so the
-        # value and lookback rules of agents.metric are written out here with the same float
+        # value and lookback rules of model.metric are written out here with the same float
         # operations; the semantics tests hold it to the reference computation.
         legs = state.legs
         by_symbol = self._series_by_symbol

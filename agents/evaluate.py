@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from typing import Any, Awaitable, Callable
 
-from ratiowatch.config import Config, Scenario
+from ratiowatch.model import Config, Scenario
 from ratiowatch.streams.ticks import Rejected
 
 from .engine import ScenarioState, ShardEngine

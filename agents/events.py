@@ -12,9 +12,9 @@ import json
 from importlib import resources
 from typing import Any
 
-from ratiowatch.config import Config, Rule, Scenario
+from ratiowatch.model import Config, Rule, Scenario
 
-from .metric import round12
+from ratiowatch.model.metric import round12
 from .sessions import iso_utc
 
 __all__ = ["SCHEMA_VERSION", "event_id", "build_event", "load_schema", "canonical_order"]

@@ -29,7 +29,7 @@ import faust
 import orjson
 from faust.sensors import Sensor
 
-from ratiowatch.config import Config
+from ratiowatch.model import Config
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.clients import aio_consumer
 from ratiowatch.streams.faust_consumer import fetch_position

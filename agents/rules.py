@@ -8,7 +8,7 @@ initial arming, so a worker that starts above the line does not announce an old 
 
 from __future__ import annotations
 
-from ratiowatch.config import Rule
+from ratiowatch.model import Rule
 
 __all__ = ["step", "FIRED", "REARMED", "is_met"]
 

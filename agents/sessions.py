@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from .metric import streak_step
+from ratiowatch.model.metric import streak_step
 
 __all__ = ["session_of", "session_close_ts_ms", "iso_utc", "SessionCloses"]
 
@@ -50,7 +50,7 @@ class SessionCloses:
 
     ``streaks`` (only for a series with a ``streak`` rule) runs beside ``values``: the streak at
     each session, carried forward because a streak can outlast the closes kept. ``agg`` caches
-    aggregates over the past closes (``agents.metric.rule_metric``) and is emptied whenever a past
+    aggregates over the past closes (``model.metric.rule_metric``) and is emptied whenever a past
     close changes."""
 
     __slots__ = ("sessions", "values", "keep", "streaks", "agg")

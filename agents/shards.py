@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import orjson
 
-from ratiowatch.config import Scenario
+from ratiowatch.model import Scenario
 from ratiowatch.streams.ticks import Tick
 
 __all__ = ["shard_of", "ShardMap", "Segment", "encode_shard_segments", "decode_shard_record"]

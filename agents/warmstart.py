@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ratiowatch.config import Config
+from ratiowatch.model import Config
 from ratiowatch.streams.history import daily_ticks, load_history
 
 from .engine import ScenarioState, ShardEngine

@@ -3,7 +3,7 @@ the re-arm level and the crossing marked.
 
 The data comes from an injected ``history_for(event) -> (dates, values) | None``: the trigger
 series' session closes, dates ascending, newest = the crossing session. The metric is computed
-here from those closes (``agents.metric.metric_series``, pure), the same way the engine computes it.
+here from those closes (``model.metric.metric_series``, pure), the same way the engine computes it.
 :func:`history_from_folder` builds such a provider from a folder of ``SYMBOL.csv`` files.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from ratiowatch.agents import metric as _metric
+from ratiowatch.model import metric as _metric
 from ratiowatch.agents.wording import metric_name
 from ratiowatch.charts import metric_chart_png
-from ratiowatch.config import parse_series
+from ratiowatch.model import parse_series
 
 from .route import Notice
 
@@ -34,7 +34,7 @@ _PLOT_LOCK = threading.Lock()
 
 def metric_series(values: Sequence[float], kind: str, lookback: int | None, transform: str | None = None,
                   sessions: int | None = None) -> list[float | None]:
-    """The rule's metric at every session (``agents.metric.metric_series``); ``transform`` None
+    """The rule's metric at every session (``model.metric.metric_series``); ``transform`` None
     means today's two kinds: the value itself without lookback, else the change over it."""
     if transform is None:
         transform, sessions = ("value", None) if lookback is None else ("lookback", lookback)

@@ -29,7 +29,7 @@ from typing import Any, Protocol, TextIO
 
 import apprise
 
-from ratiowatch.config import Channel
+from ratiowatch.model import Channel
 
 from .exceptions import PermanentError, RetryableError
 from .redact import Redactor

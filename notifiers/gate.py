@@ -10,7 +10,7 @@ from collections import deque
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from ratiowatch.config import Channel
+from ratiowatch.model import Channel
 
 __all__ = ["quiet_until", "RateLimiter", "Gate"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ratiowatch.config import Config, Scenario
+from ratiowatch.model import Config, Scenario
 
 from .exceptions import InvalidEvent
 

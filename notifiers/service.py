@@ -45,7 +45,7 @@ import random
 import time
 from typing import Any, Awaitable, Callable, TextIO
 
-from ratiowatch.config import Config
+from ratiowatch.model import Config
 from ratiowatch.errors import ConfigError
 from ratiowatch.streams.topics import DELIVERIES, NOTIFICATIONS_DLQ
 

@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from ratiowatch.config import Channel
+from ratiowatch.model import Channel
 
 from .dedup import DeliveryLog, split_delivered
 from .deliver import Sender

@@ -31,7 +31,7 @@ import polars as pl
 
 from ratiowatch.agents.events import build_event
 from ratiowatch.agents.sessions import session_close_ts_ms
-from ratiowatch.config import Config, Rule, Scenario, SeriesSpec
+from ratiowatch.model import Config, Rule, Scenario, SeriesSpec
 from ratiowatch.streams.origin import REPLAY
 
 __all__ = [

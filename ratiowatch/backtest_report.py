@@ -6,7 +6,7 @@ import polars as pl
 
 from ratiowatch.backtest import FORWARD_HORIZONS, BacktestResult
 from ratiowatch.charts import metric_chart_png
-from ratiowatch.config import Config, Scenario
+from ratiowatch.model import Config, Scenario
 
 __all__ = ["scenario_chart_png", "format_report"]
 

@@ -13,7 +13,7 @@ import polars as pl
 
 from ratiowatch.backtest import (FORWARD_HORIZONS, Episode, RuleSummary, ScenarioSummary, _forward,
                                  _ScenarioRun)
-from ratiowatch.config import Rule
+from ratiowatch.model import Rule
 
 __all__ = ["rule_summary", "forward_by_met", "scenario_summary"]
 

@@ -1,4 +1,4 @@
-"""The scenario file: loading, strict validation, and the frozen objects the engine runs on.
+"""The scenario file: loading and strict validation into the model (ratiowatch/model/).
 
 Unknown keys are errors, defaults are filled before validation, and cross-references are checked
 (a scenario that notifies a channel nobody defined fails at load). Every error names the file,
@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,193 +19,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from ratiowatch.agents import metric as _metric
 from ratiowatch.errors import ConfigError
+from ratiowatch.model import metric as _metric
+from ratiowatch.model.config import CHANNEL_FORMATS, Channel, Config, Settings
+from ratiowatch.model.scenario import Rule, Scenario
+from ratiowatch.model.series import parse_series
+from ratiowatch.model.spec import with_version
 
 __all__ = [
-    "SeriesSpec", "Rule", "Scenario", "Channel", "CHANNEL_FORMATS", "Settings", "Config",
-    "load_config", "parse_config", "default_config_path", "parse_series", "interpolate_env",
+    "load_config", "parse_config", "parse_scenario", "default_config_path", "interpolate_env",
     "interpolate_url", "unprovided_symbols", "warn_unprovided_symbols",
 ]
 
 log = logging.getLogger("ratiowatch.config")
 
-_SYMBOL = r"[A-Za-z0-9_.^=:]+"
-_SERIES_RE = re.compile(rf"^\s*({_SYMBOL})\s*(?:([/-])\s*({_SYMBOL}))?\s*$")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-
-
-@dataclass(frozen=True, slots=True)
-class SeriesSpec:
-    """A series: ``A/B`` (ratio), ``A-B`` (spread) or ``A`` (level of one symbol)."""
-
-    kind: str  # "ratio" | "spread" | "level"
-    legs: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        if self.kind == "ratio":
-            return f"{self.legs[0]}/{self.legs[1]}"
-        if self.kind == "spread":
-            return f"{self.legs[0]}-{self.legs[1]}"
-        return self.legs[0]
-
-    def change(self, value: float, past: float) -> float | None:
-        """The lookback metric (relative, or a difference for spreads): ``agents.metric.change``."""
-        return _metric.change(self.kind == "spread", value, past)
-
-
-def parse_series(text: str) -> SeriesSpec:
-    """``"IWM/SPY"`` -> ratio, ``"DGS10-DGS2"`` -> spread, ``"DXY"`` -> level. Raises ValueError."""
-    if not isinstance(text, str):
-        raise ValueError(f"series must be a string like IWM/SPY, DGS10-DGS2 or DXY, got {text!r}")
-    m = _SERIES_RE.match(text)
-    if not m:
-        raise ValueError(f"series {text!r} is not A/B (ratio), A-B (spread) or A (level)")
-    a, op, b = m.group(1).upper(), m.group(2), m.group(3)
-    if op is None:
-        return SeriesSpec("level", (a,))
-    b = b.upper()
-    if a == b:
-        raise ValueError(f"series {text!r} uses the same symbol twice")
-    return SeriesSpec("ratio" if op == "/" else "spread", (a, b))
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One threshold rule on one series: the scenario's trigger, or a confirmation.
-
-    ``direction`` "up" fires when the metric crosses up through ``threshold`` (``above:``) and
-    re-arms once it falls below ``rearm``; "down" is the mirror image (``below:``).
-    ``transform`` is how the metric is made from the series (``agents.metric``): "value" (the
-    series itself), "lookback", "ma", "high", "low" (each over ``sessions``) or "streak".
-    ``lookback`` is ``sessions`` for a lookback rule and None otherwise (the events carry it).
-    """
-
-    name: str  # "trigger" or the confirmation label
-    series: SeriesSpec
-    lookback: int | None
-    direction: str  # "up" | "down"
-    threshold: float
-    rearm: float
-    transform: str = ""  # "" from positional construction: derived from lookback below
-    sessions: int | None = None
-
-    def __post_init__(self) -> None:
-        if not self.transform:
-            object.__setattr__(self, "transform", "value" if self.lookback is None else "lookback")
-            object.__setattr__(self, "sessions", self.lookback)
-
-    @property
-    def earlier_closes(self) -> int:
-        """Closes before the current value this rule needs (what the engine keeps for it)."""
-        return _metric.earlier_closes(self.transform, self.sessions)
-
-    def describe(self) -> str:
-        """The rule in words, e.g. 'IWM/SPY 63-session change >= +10.00%'."""
-        op = ">=" if self.direction == "up" else "<="
-        t, n, name = self.transform, self.sessions, self.series.name
-        if t == "value":
-            return f"{name} {op} {self.threshold:g}"
-        if t == "streak":
-            return f"{name} streak {op} {self.threshold:+g} sessions (up > 0, down < 0)"
-        what = {"lookback": f"{n}-session change", "ma": f"vs its {n}-session average",
-                "high": f"vs its {n}-session high", "low": f"vs its {n}-session low"}[t]
-        if self.series.kind == "spread":
-            return f"{name} {what} {op} {self.threshold:+g}"
-        return f"{name} {what} {op} {self.threshold * 100:+.2f}%"
-
-
-@dataclass(frozen=True, slots=True)
-class Scenario:
-    id: str
-    title: str
-    description: str
-    trigger: Rule
-    confirmations: tuple[Rule, ...]
-    windows: tuple[int, ...]
-    notify: tuple[str, ...]
-    notify_resolved: bool
-    group_window_s: float
-    # How many confirmations must be met for the trigger to fire (None: it fires on its own).
-    require: int | None = None
-
-    @property
-    def rules(self) -> tuple[Rule, ...]:
-        return (self.trigger, *self.confirmations)
-
-    @property
-    def symbols(self) -> frozenset[str]:
-        return frozenset(leg for r in self.rules for leg in r.series.legs)
-
-    @property
-    def max_lookback(self) -> int:
-        """The most closes before the current value any rule or window of the scenario needs."""
-        return max([r.earlier_closes for r in self.rules] + list(self.windows) + [0])
-
-
-@dataclass(frozen=True, slots=True)
-class Channel:
-    """A named notification target: an apprise URL (secrets come from ${ENV} interpolation)."""
-
-    name: str
-    url: str = field(repr=False)  # may carry secrets: never printed as is
-    rate_limit_per_min: int | None = None
-    quiet_hours: tuple[str, str] | None = None  # ("22:00", "07:00") in the channel's timezone
-    timezone: str = "America/New_York"
-    # How messages are rendered: "auto" picks by URL scheme (mailto -> email, slack/mmost -> slack,
-    # ntfy/pushover/... -> push, json/form/xml -> json, console -> text); see docs/notifications.md.
-    format: str = "auto"
-    # The environment variables the URL needs that are not set, when the config was loaded for a
-    # command that does not notify (``load_config(require_channels=False)``). Such a channel is
-    # disabled: ``url`` is "" and nothing may be sent through it.
-    unset: tuple[str, ...] = ()
-    template: str = field(default="", repr=False)  # the URL as written in the file, before ${ENV}
-
-    @property
-    def enabled(self) -> bool:
-        return not self.unset
-
-
-CHANNEL_FORMATS = ("auto", "slack", "email", "push", "text", "json")
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    session_timezone: str = "America/New_York"
-    allowed_lateness_s: float = 300.0
-    grace_ms: float = 50.0
-    partitions: int = 8
-    # Symbols whose values may be zero or negative (spreads published as one series, e.g. T10Y2Y).
-    # Every other symbol is a price: a tick <= 0 is rejected as bad input.
-    signed_symbols: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    path: str
-    scenarios: tuple[Scenario, ...]
-    channels: dict[str, Channel]
-    settings: Settings
-    # Sanity warnings found at load (e.g. a relative-change threshold of 800%), each naming the
-    # file, the place and what the value reads as; load_config also logs them at WARNING.
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def unset_channels(self) -> dict[str, tuple[str, ...]]:
-        """Channel name -> the environment variables it needs that are not set (only with
-        ``require_channels=False``; otherwise an unset variable fails the load)."""
-        return {n: c.unset for n, c in self.channels.items() if c.unset}
-
-    @property
-    def symbols(self) -> frozenset[str]:
-        return frozenset().union(*(s.symbols for s in self.scenarios)) if self.scenarios else frozenset()
-
-    def scenario(self, scenario_id: str) -> Scenario:
-        for s in self.scenarios:
-            if s.id == scenario_id:
-                return s
-        raise KeyError(scenario_id)
 
 
 _DEFAULTS = Settings()  # class attributes of a slots dataclass are descriptors, not the defaults
@@ -542,70 +369,82 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
     scenarios: list[Scenario] = []
     warnings: list[str] = []
     seen: set[str] = set()
-    known = {s.upper() for s in known_symbols} if known_symbols is not None else None
     for i, s in enumerate(scen_raw):
-        sid = s.get("id") if isinstance(s, dict) else None
-        where = f"scenarios[{i}]" + (f" (id {sid})" if isinstance(sid, str) else "")
-        k = _Keys(file, where, s, {"id", "title", "description", "trigger", "confirmations", "windows",
-                                   "notify", "notify_resolved", "group_window_s", "require"})
-        sid = k.string("id")
-        if not _ID_RE.match(sid):
-            raise k.err("id", f"{sid!r} must be lowercase letters, digits, '-', '_' or '.' (at most 64)")
-        if sid in seen:
-            raise k.err("id", f"duplicate scenario id {sid!r}")
-        seen.add(sid)
-        where = f"scenario {sid}"
-        k = _Keys(file, where, s, set(k.raw))  # re-key the location by id for the messages below
-        if s.get("trigger") is None:
-            raise k.err("trigger", "is required: the rule that fires the scenario (series and above/below)")
-        trigger = _parse_rule(_Keys(file, f"{where}.trigger", s.get("trigger"), _RULE_KEYS), "trigger")
-        warnings += [f"{file}: {w}" for w in _rule_warnings(f"{where}.trigger", trigger)]
-        confs: list[Rule] = []
-        labels: set[str] = set()
-        craw = s.get("confirmations") or []
-        if not isinstance(craw, list):
-            raise k.err("confirmations", "must be a list")
-        for j, c in enumerate(craw):
-            ck = _Keys(file, f"{where}.confirmations[{j}]", c, _RULE_KEYS | {"label"})
-            label = ck.string("label")
-            if label in labels or label == "trigger":
-                raise ck.err("label", f"{label!r} is used twice in this scenario (or is the reserved 'trigger')")
-            labels.add(label)
-            confs.append(_parse_rule(ck, label))
-            warnings += [f"{file}: {w}" for w in _rule_warnings(ck.where, confs[-1])]
-        require = _parse_require(k, len(confs))
-        wraw = s.get("windows", [21, 63, 126, 252])
-        if not isinstance(wraw, list) or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in wraw):
-            raise k.err("windows", f"must be a list of whole numbers >= 1, got {wraw!r}")
-        notify = s.get("notify", ["console"])
-        if not isinstance(notify, list) or not all(isinstance(n, str) for n in notify):
-            raise k.err("notify", f"must be a list of channel names, got {notify!r}")
+        sc, warned = parse_scenario(s, file, f"scenarios[{i}]", channels=channels, known_symbols=known_symbols)
+        if sc.id in seen:
+            raise ConfigError(file, f"scenarios[{i}] (id {sc.id}).id", f"duplicate scenario id {sc.id!r}")
+        seen.add(sc.id)
+        scenarios.append(sc)
+        warnings += warned
+    return Config(file, tuple(scenarios), channels, settings, tuple(warnings))
+
+
+def parse_scenario(s: Any, file: str, where: str, *, channels: dict[str, Channel] | None,
+                   known_symbols: Iterable[str] | None = None) -> tuple[Scenario, list[str]]:
+    """One scenario, validated with the file's rules (the same messages wherever it comes from: a
+    file, or a record on the ``scenarios`` topic). ``channels``: the names ``notify`` may use;
+    None skips that check (an engine has no channels; the notify role checks its own). Returns
+    the scenario, with its version (ratiowatch/model/spec.py), and its sanity warnings."""
+    sid = s.get("id") if isinstance(s, dict) else None
+    where = where + (f" (id {sid})" if isinstance(sid, str) else "")
+    k = _Keys(file, where, s, {"id", "title", "description", "trigger", "confirmations", "windows",
+                               "notify", "notify_resolved", "group_window_s", "require"})
+    sid = k.string("id")
+    if not _ID_RE.match(sid):
+        raise k.err("id", f"{sid!r} must be lowercase letters, digits, '-', '_' or '.' (at most 64)")
+    where = f"scenario {sid}"
+    k = _Keys(file, where, s, set(k.raw))  # re-key the location by id for the messages below
+    if s.get("trigger") is None:
+        raise k.err("trigger", "is required: the rule that fires the scenario (series and above/below)")
+    trigger = _parse_rule(_Keys(file, f"{where}.trigger", s.get("trigger"), _RULE_KEYS), "trigger")
+    warnings = [f"{file}: {w}" for w in _rule_warnings(f"{where}.trigger", trigger)]
+    confs: list[Rule] = []
+    labels: set[str] = set()
+    craw = s.get("confirmations") or []
+    if not isinstance(craw, list):
+        raise k.err("confirmations", "must be a list")
+    for j, c in enumerate(craw):
+        ck = _Keys(file, f"{where}.confirmations[{j}]", c, _RULE_KEYS | {"label"})
+        label = ck.string("label")
+        if label in labels or label == "trigger":
+            raise ck.err("label", f"{label!r} is used twice in this scenario (or is the reserved 'trigger')")
+        labels.add(label)
+        confs.append(_parse_rule(ck, label))
+        warnings += [f"{file}: {w}" for w in _rule_warnings(ck.where, confs[-1])]
+    require = _parse_require(k, len(confs))
+    wraw = s.get("windows", [21, 63, 126, 252])
+    if not isinstance(wraw, list) or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in wraw):
+        raise k.err("windows", f"must be a list of whole numbers >= 1, got {wraw!r}")
+    notify = s.get("notify", ["console"])
+    if not isinstance(notify, list) or not all(isinstance(n, str) for n in notify):
+        raise k.err("notify", f"must be a list of channel names, got {notify!r}")
+    if channels is not None:
         for n in notify:
             if n not in channels:
                 raise k.err("notify", f"names channel {n!r}, which is not defined under 'channels' "
                             f"(defined: {', '.join(sorted(channels))})")
-        sc = Scenario(
-            id=sid,
-            title=k.string("title", sid),
-            description=k.string("description", ""),
-            trigger=trigger,
-            confirmations=tuple(confs),
-            windows=tuple(sorted(set(wraw))),
-            notify=tuple(notify),
-            notify_resolved=k.boolean("notify_resolved", False),
-            group_window_s=k.number("group_window_s", 0.0, minimum=0),
-            require=require,
-        )
-        if known is not None:
-            for r in sc.rules:
-                missing = [leg for leg in r.series.legs if leg not in known]
-                if missing:
-                    rw = "trigger" if r.name == "trigger" else f"confirmation {r.name!r}"
-                    raise ConfigError(file, f"{where}.{rw}.series",
-                                      f"{r.series.name} names symbol {missing[0]} with no data "
-                                      f"(have: {', '.join(sorted(known))})")
-        scenarios.append(sc)
-    return Config(file, tuple(scenarios), channels, settings, tuple(warnings))
+    sc = Scenario(
+        id=sid,
+        title=k.string("title", sid),
+        description=k.string("description", ""),
+        trigger=trigger,
+        confirmations=tuple(confs),
+        windows=tuple(sorted(set(wraw))),
+        notify=tuple(notify),
+        notify_resolved=k.boolean("notify_resolved", False),
+        group_window_s=k.number("group_window_s", 0.0, minimum=0),
+        require=require,
+    )
+    if known_symbols is not None:
+        known = {x.upper() for x in known_symbols}
+        for r in sc.rules:
+            missing = [leg for leg in r.series.legs if leg not in known]
+            if missing:
+                rw = "trigger" if r.name == "trigger" else f"confirmation {r.name!r}"
+                raise ConfigError(file, f"{where}.{rw}.series",
+                                  f"{r.series.name} names symbol {missing[0]} with no data "
+                                  f"(have: {', '.join(sorted(known))})")
+    return with_version(sc), warnings
 
 
 def unprovided_symbols(config: Config, provided: Iterable[str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from ratiowatch.backtest import FORWARD_HORIZONS, BacktestResult
-from ratiowatch.config import Config
+from ratiowatch.model import Config
 
 __all__ = ["track_records", "track_records_from_history"]
 

@@ -13,7 +13,8 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ratiowatch.config import Config, default_config_path, load_config, parse_config
+from ratiowatch.config import default_config_path, load_config, parse_config
+from ratiowatch.model import Config
 from ratiowatch.errors import ConfigError
 
 FILE = "fuzz.yaml"

@@ -15,7 +15,8 @@ from aiosmtpd.smtp import AuthResult
 from aiokafka import AIOKafkaProducer
 
 from ratiowatch.agents.sessions import iso_utc
-from ratiowatch.config import Channel, load_config
+from ratiowatch.config import load_config
+from ratiowatch.model import Channel
 from ratiowatch.notifiers import NotificationService, PermanentError, RetryableError, RetryPolicy
 from ratiowatch.notifiers.deliver import AppriseSender, explain
 from ratiowatch.notifiers.redact import Redactor

@@ -25,7 +25,8 @@ from ratiowatch.agents.engine import ShardEngine
 from ratiowatch.agents.events import canonical_order
 from ratiowatch.backtest import run_backtest
 from ratiowatch.cli import main
-from ratiowatch.config import Config, load_config, parse_config
+from ratiowatch.config import load_config, parse_config
+from ratiowatch.model import Config
 from ratiowatch.streams.history import daily_ticks, load_history
 from ratiowatch.streams.ticks import Tick
 

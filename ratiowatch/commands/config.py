@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from ratiowatch.config import Config, Rule, load_config
+from ratiowatch.config import load_config
+from ratiowatch.model import Config, Rule
 from ratiowatch.notifiers.deliver import medium_for
 from ratiowatch.notifiers.redact import redact_url, url_problem
 

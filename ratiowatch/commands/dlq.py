@@ -30,7 +30,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ratiowatch.config import Config, load_config
+from ratiowatch.config import load_config
+from ratiowatch.model import Config
 from ratiowatch.notifiers.chart import HistoryFor, history_from_folder
 from ratiowatch.notifiers.exceptions import NotifyError
 from ratiowatch.notifiers.records import parse_dlq_record

@@ -17,7 +17,8 @@ from typing import Any, TextIO
 import orjson
 
 from ratiowatch.agents.events import canonical_order
-from ratiowatch.config import Config, load_config
+from ratiowatch.config import load_config
+from ratiowatch.model import Config
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.history import available_symbols, daily_ticks, load_history
 from ratiowatch.streams.origin import REPLAY, header

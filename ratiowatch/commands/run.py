@@ -15,7 +15,8 @@ import signal
 import sys
 from typing import Any
 
-from ratiowatch.config import Config, load_config
+from ratiowatch.config import load_config
+from ratiowatch.model import Config
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.http import HttpAddress, OpsServer, http_settings, parse_http_address
 from ratiowatch.ops.metrics import Metrics

@@ -15,7 +15,7 @@ from typing import Any
 
 from ratiowatch.agents.pipeline import Pipeline
 from ratiowatch.agents.warmstart import seed_states
-from ratiowatch.config import Config
+from ratiowatch.model import Config
 from ratiowatch.ops.faust_sensors import install_faust_monitor
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.metrics import Metrics

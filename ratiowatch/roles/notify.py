@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ratiowatch.agents.notify import install_notifier
-from ratiowatch.config import Config
+from ratiowatch.model import Config
 from ratiowatch.notifiers.chart import history_from_folder
 from ratiowatch.notifiers.retry import RetryPolicy
 from ratiowatch.notifiers.service import NotificationService, describe_unsent
