@@ -9,9 +9,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ratiowatch.bench import format_table, run_bench
-from ratiowatch.bench_market import (BenchMarket, batch_records, single_records, source_single_records,
+from ratiowatch.bench.market import (BenchMarket, batch_records, single_records, source_single_records,
                                      symbol_batch_records)
+from ratiowatch.bench.report import format_table
+from ratiowatch.bench.run import run_bench
 from ratiowatch.cli import main
 from ratiowatch.config import load_config
 
@@ -165,7 +166,7 @@ def test_bad_arguments_exit_2(capsys):
 async def test_a_worker_whose_faust_app_crashed_is_reported_not_waited_for(tmp_path):
     """A crashed app never processes the rest of the ticks: the phase must fail at once with the
     reason (the parent then exits 1 naming the phase) instead of waiting for its deadline."""
-    from ratiowatch.bench_phases import _check_alive
+    from ratiowatch.bench.workers import _check_alive
     from ratiowatch.streams.app import create_app
 
     app = create_app("kafka://127.0.0.1:9", partitions=1, app_id="bench-crash", datadir=str(tmp_path))

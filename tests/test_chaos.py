@@ -9,9 +9,12 @@ import random
 import orjson
 import pytest
 
-from ratiowatch.chaos import ChaosOptions, format_report, run_chaos
-from ratiowatch.chaos_plan import FAULT_KINDS, HOOK, Garbage, fault_schedule
-from ratiowatch.chaos_verify import FaultRecord, Observed, passed, verify
+from ratiowatch.chaos.observed import FaultRecord, Observed
+from ratiowatch.chaos.options import ChaosOptions
+from ratiowatch.chaos.plan import FAULT_KINDS, HOOK, Garbage, fault_schedule
+from ratiowatch.chaos.report import format_report
+from ratiowatch.chaos.run import run_chaos
+from ratiowatch.chaos.verify import passed, verify
 from ratiowatch.cli import main
 
 CI_SECONDS = 60.0
@@ -123,7 +126,7 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
     from ratiowatch.agents.engine import ShardEngine
     from ratiowatch.config import load_config
     from ratiowatch.roles.engine import EngineRole
-    from ratiowatch.streams import topics as T
+    from ratiowatch.streams import topics
     from ratiowatch.streams.broker import EmbeddedBroker
     from ratiowatch.streams.readback import read_topic
     from ratiowatch.streams.app import ensure_topics
@@ -142,7 +145,7 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
         rows = [{"symbol": "AAA", "price": p, "ts_ms": t0 + i * day} for i, p in enumerate(prices)] + [late]
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
-        await producer.send_and_wait(T.TICKS, orjson.dumps(rows), key=b"feed", partition=0)
+        await producer.send_and_wait(topics.TICKS, orjson.dumps(rows), key=b"feed", partition=0)
         await producer.stop()
         rt = EngineRole(cfg, broker_url=broker.url, datadir=str(tmp_path / "d"))
         await rt.start()
@@ -154,8 +157,8 @@ async def test_a_late_tick_is_late_however_the_records_are_batched(tmp_path):
             await rt.app.producer.flush()
         finally:
             await rt.stop()
-        dlq = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, T.TICKS_DLQ)]
-        events = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, T.EVENTS)]
+        dlq = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, topics.TICKS_DLQ)]
+        events = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, topics.EVENTS)]
     assert [(d["reason"], d["input"]) for d in dlq] == [("late", late)]
     # what the same days give one by one, without the late tick
     eng, states, expected = ShardEngine(cfg.scenarios, cfg.settings), {}, []

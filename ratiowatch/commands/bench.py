@@ -42,7 +42,7 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ratiowatch.bench import DEFAULTS
+    from ratiowatch.bench.run import DEFAULTS
 
     p.add_argument("--ticks", type=_positive, default=DEFAULTS["ticks"],
                    help=f"ticks per throughput phase (default {DEFAULTS['ticks']:,}; the faust idiom gets at most "
@@ -58,7 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ratiowatch.bench import BenchError, format_table, run_bench
+    from ratiowatch.bench.phase import BenchError
+    from ratiowatch.bench.report import format_table
+    from ratiowatch.bench.run import run_bench
 
     if args.latency_seconds <= 0:
         print("ratiowatch bench: --latency-seconds must be > 0", file=sys.stderr)

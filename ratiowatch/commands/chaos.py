@@ -34,7 +34,7 @@ def _positive(text: str) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ratiowatch.chaos_plan import FAULT_KINDS
+    from ratiowatch.chaos.plan import FAULT_KINDS
 
     add_config(p)
     p.add_argument("--duration", type=_positive, default=300.0, metavar="SECONDS",
@@ -57,8 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ratiowatch.chaos import ChaosOptions, format_report, run_chaos
-    from ratiowatch.chaos_plan import FAULT_KINDS
+    from ratiowatch.chaos.options import ChaosOptions
+    from ratiowatch.chaos.plan import FAULT_KINDS
+    from ratiowatch.chaos.report import format_report
+    from ratiowatch.chaos.run import run_chaos
 
     kinds = tuple(k.strip() for k in args.faults.split(",") if k.strip())
     unknown = [k for k in kinds if k not in FAULT_KINDS]

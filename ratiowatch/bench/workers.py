@@ -221,7 +221,7 @@ async def baseline(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, 
 # --- engine: ratiowatch -----------------------------------------------------------------------
 
 async def engine(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, Any]:
-    from ratiowatch.bench_market import BenchMarket
+    from ratiowatch.bench.market import BenchMarket
     from ratiowatch.roles.engine import EngineRole
 
     market = BenchMarket(**spec["market"])

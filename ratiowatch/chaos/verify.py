@@ -4,7 +4,7 @@ broker acknowledged, what it read back from the topics, what its HTTP endpoint a
 
 Counting rules (docs/faults.md):
 
-- A valid tick is *applied* when the witness event that carries it (chaos_plan) is on ``events``
+- A valid tick is *applied* when the witness event that carries it (:mod:`.plan`) is on ``events``
   and equal to the event the backtest computes; a valid tick on ``ticks.dlq`` is *dead-lettered*;
   any other valid tick is *lost*. A bad input is *dead-lettered* when ``ticks.dlq`` holds one record
   per expected reason for it (found by the source record's partition and offset, by the late
@@ -25,46 +25,16 @@ import bisect
 import re
 import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import orjson
 
-from .chaos_plan import HOOK, Garbage, witness_id
+from .observed import Observed
+from .plan import HOOK, witness_id
 
-__all__ = ["Observed", "FaultRecord", "expected_pairs", "verify", "passed"]
+__all__ = ["expected_pairs", "verify", "passed"]
 
 _MARK = re.compile(r"chaos#(\d+)#")
-
-
-@dataclass
-class FaultRecord:
-    kind: str
-    start: float      # monotonic seconds in the chaos process
-    end: float        # when it was healed (for a kill: when the new worker was started)
-    info: str = ""
-
-
-@dataclass
-class Observed:
-    """Everything the run recorded. Times are the chaos process's monotonic seconds."""
-
-    expected_events: list[dict[str, Any]]
-    notify: dict[str, tuple[tuple[str, ...], bool]]  # scenario -> (channels, notify_resolved)
-    valid_ticks: list[tuple[str, float, int]]           # (symbol, price, ts_ms) in acked records
-    date_acks: list[tuple[float, int]]                  # (ack time, ts_ms of the date record)
-    valid_records: set[tuple[int, int]]                 # (partition, offset) of records with valid ticks
-    route_garbage: list[tuple[int, int, Garbage]]       # bad items in acked ticks records
-    late: list[tuple[tuple[str, float, int], int]]      # late tick, dlq copies expected (one per shard)
-    feed_garbage: list[Garbage]                         # messages the feed client received
-    events: list[tuple[float, bytes]] = field(default_factory=list)
-    event_places: list[tuple[int, int, int]] = field(default_factory=list)  # (partition, offset, record ts ms) per event
-    ticks_dlq: list[tuple[float, bytes]] = field(default_factory=list)
-    notifications_dlq: list[tuple[float, bytes]] = field(default_factory=list)
-    receipts: list[tuple[float, list[str]]] = field(default_factory=list)  # 200 answers: event ids
-    faults: list[FaultRecord] = field(default_factory=list)
-    feed_connected: list[float] = field(default_factory=list)
-    worker_exits: list[str] = field(default_factory=list)  # exits the run did not cause
 
 
 def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:

@@ -1,7 +1,7 @@
 """The worker process of the chaos run: the real engine and notify roles (ratiowatch/roles/), in a
 process of their own so the chaos run can SIGKILL and restart them together.
 
-    python -m ratiowatch.chaos_worker --broker kafka://127.0.0.1:PORT --config FILE --datadir DIR
+    python -m ratiowatch.chaos.worker --broker kafka://127.0.0.1:PORT --config FILE --datadir DIR
 
 It prints ``ready`` once it owns its partitions, stops cleanly on SIGTERM, and keeps everything
 that must survive a kill where a production worker keeps it: state in the broker's changelog,
@@ -38,7 +38,7 @@ CHAOS_RETRY = (4, 0.3, 2.0, 12.0, 2.0)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ratiowatch.chaos_worker", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ratiowatch.chaos.worker", description=__doc__.split("\n")[0])
     p.add_argument("--broker", required=True, metavar="URL")
     p.add_argument("--config", required=True, metavar="FILE")
     p.add_argument("--datadir", required=True, metavar="DIR")

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
-from .bench_market import Record
+from .market import Record
 
 __all__ = ["feed", "prefill_count", "EventTimer", "percentiles"]
 

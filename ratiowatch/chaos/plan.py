@@ -27,7 +27,7 @@ import orjson
 import polars as pl
 
 __all__ = ["CLOCK", "PULSE", "UNKNOWN", "HOOK", "PULSE_SCENARIO", "CLOCK_SCENARIO", "witness_id",
-           "chaos_config_doc", "synthetic_history", "Garbage", "ticks_garbage", "feed_garbage",
+           "config_doc", "synthetic_history", "Garbage", "ticks_garbage", "feed_garbage",
            "mixed_item", "late_tick", "FAULT_KINDS", "FAULT_ERRORS", "Fault", "fault_schedule"]
 
 CLOCK = "CHAOS.CLOCK"
@@ -45,7 +45,7 @@ def witness_id(symbol: str) -> str:
     return "chaos-witness-" + re.sub(r"[^a-z0-9]+", "-", symbol.lower()).strip("-")
 
 
-def chaos_config_doc(base: dict[str, Any], hook_url: str, partitions: int | None = None) -> dict[str, Any]:
+def config_doc(base: dict[str, Any], hook_url: str, partitions: int | None = None) -> dict[str, Any]:
     """The scenario document of the run: the base scenarios (notifying only the chaos endpoint,
     resolved messages included, no grouping), the pulse scenario and one witness per symbol."""
     base = dict(base)

@@ -28,7 +28,8 @@ import orjson
 
 from ratiowatch.agents.engine import ScenarioState, ShardEngine
 from ratiowatch.agents.sessions import session_close_ts_ms
-from ratiowatch.config import Config, load_config, parse_config
+from ratiowatch.config import load_config, parse_config
+from ratiowatch.model import Config
 from ratiowatch.streams.ticks import Tick
 
 __all__ = ["BenchMarket", "Record", "batch_records", "symbol_batch_records", "single_records", "source_single_records"]

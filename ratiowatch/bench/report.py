@@ -1,0 +1,69 @@
+"""The bench's human-readable report: the table ``ratiowatch bench`` prints (without ``--json``)
+from :func:`ratiowatch.bench.run.run_bench`'s result. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["format_table"]
+
+
+def _n(x: Any) -> str:
+    return "-" if x is None else f"{x:,.0f}" if isinstance(x, (int, float)) and abs(x) >= 100 else f"{x:,.2f}"
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """The human-readable report of :func:`run_bench`'s result."""
+    s, lim, base, eng = r["setup"], r["limit"], r["baseline"], r["engine"]
+    lines = [f"ratiowatch bench: {s['ticks']:,} ticks over {s['symbols']} symbols, {s['scenarios']} scenarios; "
+             f"vendor batches of {s['batch']}, {s['partitions']} partitions; {s['host']['cpus']} CPUs, "
+             f"load {s['host']['load_avg_1m_at_start']} at start", "",
+             f"{'':<10}{'':<12}{'shape':<9}{'ticks':>9}{'seconds':>9}{'ticks/s':>11}{'per CPU-s':>11}"
+             f"{'vs limit':>10}{'vs baseline':>13}"]
+    rows = [("limit", "aiokafka", lim), ("baseline", "faust", base), ("engine", "ratiowatch", eng)]
+    for shape in ("batches", "single"):
+        for label, what, res in rows:
+            x = res if shape == "batches" else res["single_tick_records"]
+            lines.append(f"{label:<10}{what:<12}{shape:<9}{x['ticks']:>9,}{x['seconds']:>9.2f}{_n(x['ticks_per_s']):>11}"
+                         f"{_n(x.get('ticks_per_cpu_s')):>11}"
+                         f"{_n(x['vs_limit']) if 'vs_limit' in x else '':>10}"
+                         f"{(_n(x['vs_baseline']) + 'x') if 'vs_baseline' in x else '':>13}")
+    lat, L = eng["latency_ms"], eng["latency"]
+    lines += ["", "(single: one tick per Kafka record; per CPU-s: ticks per CPU-second of the worker process)",
+              "",
+              f"latency, tick produced -> event read from `events`, at {L['offered_ticks_per_s']:,.0f} ticks/s offered "
+              f"over {L['scenarios']:,} scenarios: "
+              f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms ({L['latency_samples']:,} events)",
+              f"worker peak RSS: {eng['peak_rss_mb']:,.0f} MB (batches), "
+              f"{eng['single_tick_records']['peak_rss_mb']:,.0f} MB (single); "
+              f"scenarios per tick ~{eng['scenario_uses_per_tick']}",
+              "", f"{'scenarios':>10}{'symbols':>9}{'uses/tick':>11}{'ticks':>10}{'ticks/s':>11}{'per CPU-s':>11}"
+              f"{'events':>8}{'peak RSS MB':>13}"]
+    for count, d in eng["by_scenarios_detail"].items():
+        lines.append(f"{int(count):>10,}{d['symbols']:>9,}{d['scenario_uses_per_tick']:>11}{d['ticks']:>10,}"
+                     f"{_n(d['ticks_per_s']):>11}{_n(d.get('ticks_per_cpu_s')):>11}{d['events']:>8,}"
+                     f"{d['peak_rss_mb']:>13,.0f}")
+    K = eng["keyed"]
+    lines += ["", f"event time, what the watermark costs: the stream above keyed by source and by symbol; latency at "
+                  f"{L['offered_ticks_per_s']:,.0f} ticks/s offered over {L['scenarios']:,} scenarios",
+              "", f"{'keyed by':<10}{'shape':<9}{'records':>9}{'ticks/rec':>10}{'ticks/s':>10}{'per CPU-s':>11}"
+                  f"{'vs limit':>9}{'waiting':>9}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>8}{'waiting':>9}"
+                  f"{'took s':>8}"]
+    for shape in ("batches", "single"):
+        for keying in ("by_source", "by_symbol"):
+            x = K[keying][shape]
+            q = x["latency_ms"]
+            lines.append(f"{keying[3:]:<10}{shape:<9}{x['records']:>9,}{x['ticks_per_record']:>10.2f}"
+                         f"{_n(x['ticks_per_s']):>10}{_n(x['ticks_per_cpu_s']):>11}{_n(x['vs_limit']):>9}"
+                         f"{x['pending_max']:>9,}{_n(q['p50']):>8}{_n(q['p99']):>8}{_n(q['max']):>8}"
+                         f"{x['latency_pending_max']:>9,}{x['latency_phase_seconds']:>8.1f}")
+    offered = K["by_source"]["batches"]["offered_seconds"]
+    lines.append("(batches keyed by symbol: each vendor batch cut into one record per symbol; waiting: the most "
+                 "ticks a shard held for the watermark, throughput phase, then latency phase; took s: the latency "
+                 f"phase's worker, for {offered:g} s of ticks offered: longer, it fell behind)")
+    for shape, label in (("batches", "batches"), ("single", "one tick per record")):
+        rt = K["symbol_vs_source"][shape]
+        lines.append(f"keyed by symbol / by source, {label}: ticks/s {_n(rt['ticks_per_s'])}x, "
+                     f"per CPU-s {_n(rt['ticks_per_cpu_s'])}x, latency p50 {_n(rt['latency_p50'])}x, "
+                     f"p99 {_n(rt['latency_p99'])}x")
+    return "\n".join(lines)

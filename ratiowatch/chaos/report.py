@@ -1,0 +1,35 @@
+"""The chaos run's report as ``ratiowatch chaos`` prints it without ``--json``. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["format_report"]
+
+
+def format_report(r: dict[str, Any]) -> str:
+    t, e, n, rec = r["ticks"], r["events"], r["notifications"], r["recovery_s"]
+    lines = [
+        f"chaos run: {r['run']['dates']} dates {r['run']['first_date']}..{r['run']['last_date']}, seed {r['run']['seed']}, "
+        f"{r['run']['seconds']}s, worker started {r['run']['worker_starts']}x",
+        f"ticks:         sent {t['sent']} ({t['valid']} valid, {t['invalid']} bad), applied {t['applied']}, "
+        f"dead-lettered {t['dead_lettered']}, lost {t['lost']}  (dlq repeats {t['dlq_duplicates']}, "
+        f"wrong reason {t['dlq_wrong_reason']}, unwitnessed {t['unwitnessed']})",
+        f"events:        expected {e['expected']}, emitted {e['emitted']}, duplicated {e['duplicated']}, "
+        f"missing {e['missing']}, unexpected {e['unexpected']}",
+        f"notifications: expected {n['expected']}, delivered {n['delivered']}, duplicated {n['duplicated']}, "
+        f"dead-lettered {n['dead_lettered']}, lost {n['lost']}",
+        f"               events out while the endpoint failed: {e['during_endpoint_faults']}",
+        "faults:        " + ", ".join(f"{k} {v}" for k, v in sorted(r["faults"].items())),
+        f"recovery:      max {rec['max']}s, median {rec['median']}s"
+        + (f", {rec['never']} never recovered" if rec["never"] else "")
+        + "; by kind " + ", ".join(f"{k} {v:g}s" for k, v in sorted(rec["max_by_kind"].items())),
+    ]
+    if e["examples_missing"]:
+        lines.append("missing e.g.:  " + "; ".join(e["examples_missing"]))
+    if e["examples_duplicated"]:
+        lines.append("repeated e.g.: " + ", ".join(e["examples_duplicated"]))
+    if r["worker_exits_unplanned"]:
+        lines += ["unplanned worker exits:"] + [f"  {x}" for x in r["worker_exits_unplanned"]]
+    lines.append("PASS: nothing lost, missing or duplicated" if r["passed"] else "FAIL")
+    return "\n".join(lines)
