@@ -9,6 +9,8 @@ here from those closes (``model.metric.metric_series``, pure), the same way the 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from datetime import date, datetime
 from pathlib import Path
@@ -20,13 +22,16 @@ from ratiowatch.agents.wording import metric_name
 from ratiowatch.charts import metric_chart_png
 from ratiowatch.model import parse_series
 
-from .route import Notice
+from .redact import Redactor
+from .route import FIRING, Notice
 
-__all__ = ["CHART_SESSIONS", "HistoryFor", "metric_series", "chart_png", "history_from_folder"]
+__all__ = ["CHART_SESSIONS", "HistoryFor", "Charts", "metric_series", "chart_png", "history_from_folder"]
 
 CHART_SESSIONS = 252  # one year of sessions
 
 HistoryFor = Callable[[dict[str, Any]], "tuple[list[date], list[float]] | None"]
+
+log = logging.getLogger("ratiowatch.notifiers")
 
 # pyplot keeps global state: two charts drawn at once from worker threads would mix.
 _PLOT_LOCK = threading.Lock()
@@ -106,3 +111,35 @@ def history_from_folder(folder: str | Path, tz: str = "America/New_York", signed
         return f["date"].to_list(), f["value"].to_list()
 
     return history_for
+
+
+class Charts:
+    """The chart for a message, drawn off the event loop and kept for the last few events: two
+    email channels of one event draw it once."""
+
+    KEEP = 32
+
+    def __init__(self, history_for: HistoryFor | None, redactor: Redactor) -> None:
+        self.history_for, self.redactor = history_for, redactor
+        self._drawn: dict[str, bytes | None] = {}
+
+    async def chart_for(self, notices: list[Notice]) -> bytes | None:
+        """The chart of the newest firing notice (or the newest one), or None when there is no
+        history: the message then goes without it."""
+        if self.history_for is None:
+            return None
+        firing = [n for n in notices if n.status == FIRING]
+        n = (firing or notices)[-1]
+        if n.event_id in self._drawn:
+            return self._drawn[n.event_id]
+        png = None
+        try:
+            hist = await asyncio.to_thread(self.history_for, n.event)
+            if hist is not None and len(hist[0]) > 0:
+                png = await asyncio.to_thread(chart_png, n, hist[0], hist[1])
+        except Exception as e:
+            log.warning("no chart for %s: %s: %s", n.event_id, type(e).__name__, self.redactor.text(e))
+        if len(self._drawn) >= self.KEEP:
+            self._drawn.pop(next(iter(self._drawn)))
+        self._drawn[n.event_id] = png
+        return png

@@ -1,4 +1,4 @@
-"""Stage 4, dedup: the durable record of what was delivered, keyed by (event_id, channel).
+"""Dedup: the durable record of what was delivered, keyed by (event_id, channel).
 
 Like Alertmanager's notification log, a pair is written only after the channel reported success,
 and a pair found here is never sent again: by a second ``handle`` of the same event, a replay,
@@ -15,8 +15,10 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
+from dataclasses import replace
 from typing import Iterable
 
+from .decide import SKIP, dedup
 from .group import Batch
 
 __all__ = ["DEFAULT_STORE_PATH", "DeliveryLog", "split_delivered"]
@@ -78,6 +80,7 @@ class DeliveryLog:
 
 def split_delivered(batch: Batch, delivered: set[str]) -> tuple[Batch, list[str]]:
     """The batch without the events already delivered, and the ids left out. Pure."""
-    keep = [n for n in batch.notices if n.event_id not in delivered]
-    skipped = [n.event_id for n in batch.notices if n.event_id in delivered]
-    return Batch(batch.scenario_id, keep, batch.due, batch.redelivery), skipped
+    skip = [dedup(n.event_id, delivered).action == SKIP for n in batch.notices]
+    keep = [n for n, s in zip(batch.notices, skip) if not s]
+    skipped = [n.event_id for n, s in zip(batch.notices, skip) if s]
+    return replace(batch, notices=keep), skipped

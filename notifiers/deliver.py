@@ -1,4 +1,4 @@
-"""Stage 5c, deliver: the adapters that talk to a channel, and what their failures mean.
+"""Deliver: the adapters that talk to a channel, and what their failures mean.
 
 Each adapter raises :class:`RetryableError` or :class:`PermanentError` (exceptions.py), already
 redacted, so the retry loop never looks inside an error. Apprise does not raise: it returns a

@@ -1,4 +1,4 @@
-"""Stage 3, quiet hours and rate limit: when a channel may send next. Pure: time is passed in.
+"""Quiet hours and rate limit: when a channel may send next. Pure: time is passed in.
 
 Nothing is dropped here. A message that may not go now is held in the channel's queue, in order,
 and the worker sleeps until :meth:`Gate.open_at` says the channel is open again.

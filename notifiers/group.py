@@ -1,17 +1,24 @@
-"""Stage 2, group: notices of one scenario that arrive within its ``group_window_s`` go out as one
+"""Group: notices of one scenario that arrive within its ``group_window_s`` go out as one
 message (Alertmanager's ``group_wait``). Pure: the caller passes the time in.
 
 A group opens with its first notice and is due ``window`` seconds later; anything for the same
 scenario arriving before then joins it. A window of 0 makes every notice due at once. A notice
 for an event already in the open group is dropped there (handled twice in quick succession).
+
+A due :class:`Batch` is what then flows through the channel's stages (stage.py); the stages fill
+in its later fields, as Alertmanager's stages pass what they learnt on in the context.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from .decide import SKIP, dedup
 from .route import Notice
+
+if TYPE_CHECKING:
+    from .render import Message
 
 __all__ = ["Batch", "Grouper"]
 
@@ -26,6 +33,13 @@ class Batch:
     # Set for a batch re-sent from the DLQ: it is not dead-lettered again, and the caller learns
     # the outcome through this future.
     redelivery: object | None = field(default=None, repr=False)
+    # Filled in by the stages: the rendered message and its chart, the attempts made, the last
+    # error when every attempt failed, and the outcome once a stage has ended the message.
+    message: "Message | None" = field(default=None, repr=False)
+    chart: bytes | None = field(default=None, repr=False)
+    attempts: int = 0
+    error: str | None = None
+    outcome: str | None = None
 
     @property
     def event_ids(self) -> list[str]:
@@ -51,7 +65,7 @@ class Grouper:
         if group is None:
             self._open[notice.scenario_id] = Batch(notice.scenario_id, [notice], now + window)
             return True
-        if notice.event_id in group.event_ids:
+        if dedup(notice.event_id, group.event_ids).action == SKIP:
             return False
         group.notices.append(notice)
         return True

@@ -1,4 +1,4 @@
-"""Stage 6, record: the JSON written to ``deliveries`` and ``notifications.dlq``. Pure.
+"""Records: the JSON written to ``deliveries`` and ``notifications.dlq``. Pure.
 
 ``deliveries`` (key: event_id) gets one record per event, channel and attempt, and one per
 outcome: ``{"event_id", "scenario", "channel", "attempt", "outcome", "error", "at_ms"}`` with

@@ -180,11 +180,16 @@ class Redactor:
     """Replaces every secret fragment of the given URLs in a text with ``<secret>``."""
 
     def __init__(self, urls: Iterable[str]) -> None:
-        fragments: set[str] = set()
+        self._fragments: set[str] = set()
+        self._re: re.Pattern[str] | None = None
+        self.add(urls)
+
+    def add(self, urls: Iterable[str]) -> None:
+        """Redact these URLs' secrets too (channels added at run time), everywhere this redactor is used."""
         for u in urls:
-            fragments |= url_fragments(u)
+            self._fragments |= url_fragments(u)
         # Longest first, so a whole URL is replaced before the pieces it contains.
-        ordered = sorted(fragments, key=len, reverse=True)
+        ordered = sorted(self._fragments, key=len, reverse=True)
         self._re = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
 
     def text(self, s: object) -> str:

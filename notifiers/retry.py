@@ -1,10 +1,10 @@
-"""Stage 5b, retry: bounded attempts with exponential backoff and jitter, generic over the adapter.
+"""Retry: bounded attempts with exponential backoff and jitter, generic over the adapter.
 
 The loop knows one thing about a failure: ``DeliveryError.retryable``. Adapters decide that
 (deliver.py), so the loop stays the same for every integration. Retries stop at whichever comes
 first: ``attempts`` tries, a permanent error, or the ``deadline_s`` since the first try (a next
-attempt that could not start before the deadline is not made). Time and randomness are injected
-so tests run through many retries without sleeping.
+attempt that could not start before the deadline is not made); ``decide.after_failure`` says
+which. Time and randomness are injected so tests run through many retries without sleeping.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from .decide import GIVE_UP, after_failure
 from .exceptions import DeliveryError
 
 __all__ = ["RetryPolicy", "RetryResult", "backoff_s", "retry"]
@@ -63,7 +64,8 @@ async def retry(attempt: Callable[[int], Awaitable[None]], policy: RetryPolicy, 
             return RetryResult(True, n)
         except DeliveryError as e:
             delay = backoff_s(n, policy, rand)
-            final = (not e.retryable or n >= policy.attempts or now() + delay - start > policy.deadline_s)
+            decision = after_failure(e.retryable, n, policy.attempts, now() + delay - start, policy.deadline_s)
+            final = decision.action == GIVE_UP
             if on_failure is not None:
                 await on_failure(n, e, final)
             if final:

@@ -1,4 +1,4 @@
-"""Stage 1, route: which events notify, as what, and to which channels. Pure.
+"""Route: which events notify, as what, and to which channels. Pure.
 
 Only the scenario's trigger notifies. ``fired`` is an alert; ``rearmed`` is a "resolved"
 notification, sent only when the scenario asks for it (``notify_resolved: true``).
@@ -14,7 +14,8 @@ from ratiowatch.model import Config, Scenario
 
 from .exceptions import InvalidEvent
 
-__all__ = ["FIRING", "RESOLVED", "Notice", "Route", "route", "check_event"]
+__all__ = ["FIRING", "RESOLVED", "Notice", "Route", "RouteDecision", "UNKNOWN_SCENARIO", "decide_route", "route",
+           "check_event"]
 
 FIRING = "firing"
 RESOLVED = "resolved"
@@ -65,22 +66,40 @@ def check_event(event: Any) -> dict[str, Any]:
     return event
 
 
-def route(event: dict[str, Any], config: Config) -> Route | None:
-    """The notice and its channels, or None when this event does not notify (a confirmation, a
-    re-arm without ``notify_resolved``, a scenario this config does not know)."""
+UNKNOWN_SCENARIO = "a trigger of a scenario this config does not have"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """Where an event goes (no channels: nowhere), and why."""
+
+    route: Route | None
+    reason: str
+
+
+def decide_route(event: dict[str, Any], config: Config) -> RouteDecision:
+    """The notice and its channels, or none and the reason: a confirmation, a re-arm without
+    ``notify_resolved``, a scenario this config does not know, a scenario naming no channel.
+    InvalidEvent when the event lacks what routing needs."""
     check_event(event)
     if event["rule"] != "trigger":
-        return None
+        return RouteDecision(None, "a confirmation: its state rides inside the trigger's event")
     try:
         scenario = config.scenario(event["scenario"])
     except KeyError:
-        return None
+        return RouteDecision(None, UNKNOWN_SCENARIO)
     if event["kind"] == "fired":
         status = FIRING
     elif scenario.notify_resolved:
         status = RESOLVED
     else:
-        return None
+        return RouteDecision(None, "a re-arm of a scenario without notify_resolved")
     if not scenario.notify:
-        return None
-    return Route(Notice(event, status, scenario), scenario.notify)
+        return RouteDecision(None, "the scenario names no channel")
+    return RouteDecision(Route(Notice(event, status, scenario), scenario.notify),
+                         "a resolution" if status == RESOLVED else "a firing")
+
+
+def route(event: dict[str, Any], config: Config) -> Route | None:
+    """The notice and its channels, or None when this event does not notify (see :func:`decide_route`)."""
+    return decide_route(event, config).route

@@ -17,8 +17,8 @@ import pytest
 from ratiowatch.agents.engine import ScenarioEngine
 from ratiowatch.config import load_config, parse_config
 from ratiowatch.notifiers.chart import chart_png, history_from_folder, metric_series
-from ratiowatch.notifiers.render import (fmt_value, render, render_email, render_json, render_push, render_slack,
-                                         render_text)
+from ratiowatch.notifiers.facts import fmt_value
+from ratiowatch.notifiers.render import render, render_email, render_json, render_push, render_slack, render_text
 from ratiowatch.notifiers.route import FIRING, RESOLVED, Notice
 from ratiowatch.streams.history import daily_ticks, load_history
 
