@@ -1,11 +1,16 @@
-"""The live hub over HTTP: the status page, ``/status`` and the ``/ws`` websocket as routes that
-any ``websockets`` server can mount (:meth:`LiveHub.serve`'s own, or the ops server of
-``ratiowatch.ops.http`` beside ``/metrics``), with the access rules both share.
+"""The live hub over HTTP, part of its server side (with ``live.py``). It serves the status page,
+``/status`` and the ``/ws`` websocket as routes that any ``websockets`` server can mount: the
+hub's own server (:meth:`LiveHub.serve`), or the ops server of ``ratiowatch.ops.http`` beside
+``/metrics``. Both share the access rules here.
 
 Access: with a token, ``/``, ``/status`` and ``/ws`` require it (``?token=`` or
 ``Authorization: Bearer``, compared in constant time); a bad one gets HTTP 401 or websocket close
 1008 and is counted in ``LiveHub.stats``. The page's code (``/status.js``, ``/status.css``) is
 open. Browser pages from other origins are refused (cross-site websocket hijacking).
+
+A websocket client gets its queue from the hub and a writer task of its own, woken when the queue
+gets something to send. What goes into that queue, and in what order, is decided in the pure part
+(``live_fanout.py``, ``live_client.py``), never here.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from websockets.http11 import Request, Response
 
 if TYPE_CHECKING:
     from .live import LiveHub
+    from .live_client import ClientQueue
 
 __all__ = ["LiveRoutes", "authorized", "same_origin", "response", "unauthorized_response"]
 
@@ -100,8 +106,9 @@ class LiveRoutes:
             log.warning("live: refused a websocket from %s: bad or missing token", ws.remote_address)
             await ws.close(CloseCode.POLICY_VIOLATION, "unauthorized")
             return
-        c = hub.attach()
-        writer = asyncio.create_task(hub._write(ws, c))
+        wake = asyncio.Event()
+        c = hub.attach(wake.set)
+        writer = asyncio.create_task(_write(ws, c, wake))
         try:
             async for raw in ws:
                 if not hub._on_message(c, raw):
@@ -115,6 +122,15 @@ class LiveRoutes:
             hub.detach(c)
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
+
+
+async def _write(ws: ServerConnection, c: ClientQueue, wake: asyncio.Event) -> None:
+    """Send what the client's queue holds, each time it is woken; awaits only this client's socket."""
+    while True:
+        await wake.wait()
+        wake.clear()
+        while (text := c.next_message()) is not None:
+            await ws.send(text)
 
 
 def same_origin(req: Request) -> bool:
