@@ -4,6 +4,9 @@ client gets when it connects, subscriptions and the rate limit. There are no soc
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -201,3 +204,13 @@ def test_bad_arguments_and_records_without_a_scenario_are_refused():
     with pytest.raises(ValueError):
         f.publish_event({"event_id": "x"})
     assert f.snapshot() == {} and f.stats["statuses"] == 0
+
+
+def test_the_pure_part_imports_no_socket_loop_clock_or_kafka():
+    streams = Path(__file__).resolve().parents[1] / "streams"
+    allowed = {"__future__", "bisect", "collections", "typing", "orjson", "live_client"}
+    for name in ("live_fanout.py", "live_client.py"):
+        tree = ast.parse((streams / name).read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert imported <= allowed, (name, imported - allowed)
