@@ -3,7 +3,7 @@
 Integration surface (what the faust worker wires)::
 
     svc = NotificationService(
-        config,                      # ratiowatch.config.Config
+        config,                      # ratiowatch.model.Config (ratiowatch.config loads one)
         publish,                     # async (topic: str, key: bytes | None, value: bytes) -> None
         history_for=None,            # (event) -> (dates, values) | None: trigger series' session
                                      #   closes for the email chart (see chart.history_from_folder)
@@ -21,7 +21,7 @@ Integration surface (what the faust worker wires)::
     await svc.drain(timeout)         # True once everything queued is delivered or dead-lettered
     fut = await svc.redeliver(rec)   # a notifications.dlq record, sent again (dlq retry)
     await svc.stop()                 # stops the workers (queued messages are not sent); returns
-                                     #   what was not sent (worker.Unsent), see describe_unsent
+                                     #   what was not sent (unsent.Unsent), see describe_unsent
 
 ``publish`` writes to ``deliveries`` (key event_id: every attempt and outcome, records.py) and
 ``notifications.dlq`` (messages that exhausted their retries). A failing ``publish`` is logged and
@@ -34,8 +34,9 @@ checked when the service is built (ConfigError naming the channel), and their se
 redacted from every log line, error and record.
 
 Scenarios at run time: every event is routed with the config the service holds at that moment,
-and :meth:`NotificationService.set_config` replaces it (e.g. from a topic of scenario records).
-A message already grouped keeps the scenario it was routed with.
+and :meth:`NotificationService.set_config` replaces it (e.g. from a topic of scenario records;
+call it on the service's event loop). A message already grouped keeps the scenario it was
+routed with.
 
 Delivery is at least once and, through the dedup record, not twice per (event_id, channel). Events
 still queued in memory when the process stops are not sent by this process: re-consume them from
