@@ -23,7 +23,10 @@ starve the other.
 
 The stored form: a scenario's state in two parts (``ScenarioState.live_dict`` under its id, and
 ``history_dict`` under ``<id>/history``, written only when past closes change), and each shard's
-own state under ``~shard/<n>`` (``ShardState.to_dict``).
+own state under ``~shard/<n>`` (``ShardState.to_dict``). The live part also names the rules
+version it was built under: a shard loaded after its scenario's rules changed (while no worker had
+it) starts that scenario again. A removed scenario's parts are deleted with tombstones, written by
+the shard's next write ahead of its other records.
 """
 
 from __future__ import annotations
@@ -45,25 +48,30 @@ log = logging.getLogger(__name__)
 
 SHARD_KEY_PREFIX = "~shard/"  # table key of a shard's own state; '~' sorts after scenario ids
 HISTORY_SUFFIX = "/history"   # table key of a scenario's past closes (ids cannot contain '/')
+RULES_KEY = "rules"           # in a scenario's live part: the rules version it was built under
 REWRITE_AFTER_BYTES = 2 * 1024 * 1024
 COMMIT_INTERVAL_S = 1.0
 WRITE_SHARE = 0.1
 COMMIT_INTERVAL_MAX_S = 30.0
 
-# put(partition, key, value) writes one changelog record and returns its size in bytes.
-Put = Callable[[int, bytes, bytes], Awaitable[int]]
+# put(partition, key, value) writes one changelog record (value None: a tombstone) and returns its
+# size in bytes.
+Put = Callable[[int, bytes, bytes | None], Awaitable[int]]
 
 
 class Checkpoint:
     """Loads shard state from the table and writes it back, in the order above."""
 
     def __init__(self, table: Any, put: Put, flush: Callable[[], Awaitable[None]], *, counters: Counter[str],
-                 seed: dict[str, ScenarioState] | None = None) -> None:
+                 seed: dict[str, ScenarioState] | None = None, shard_of: Callable[[str], int] | None = None) -> None:
         self.table = table
         self.put = put
         self.flush = flush
         self.counters = counters
         self.seed = seed or {}  # warm-start states, for scenarios the table has no state for
+        self.restarted: list[str] = []  # scenarios whose stored state was dropped at load (rules changed)
+        # scenario id -> its shard; with it, a shard's load deletes the states of removed scenarios
+        self.shard_of = shard_of
         self._committed_at = time.monotonic()
         self._written_at = time.monotonic()
         self._write_took = 0.0
@@ -81,6 +89,12 @@ class Checkpoint:
             log.info("shard %d starts with no stored state", sh.n)
         for sid, e in sh.engine.engines.items():
             live = self._get(sid.encode())
+            if live and live.get(RULES_KEY, e.rules_version) != e.rules_version:
+                # Its rules changed while no worker had this shard: that state means nothing now.
+                log.info("scenario %s: its rules changed since its state was written: it starts again", sid)
+                self.forget(sh, sid)  # both parts: the old past closes must not join a new state
+                self.restarted.append(sid)
+                live = None
             if live:
                 history = self._get((sid + HISTORY_SUFFIX).encode())
                 sh.states[sid] = st = ScenarioState.from_parts(live, history, e.keep)
@@ -95,6 +109,34 @@ class Checkpoint:
                 seed = self.seed[sid]
                 sh.states[sid] = ScenarioState.from_parts(seed.live_dict(), seed.history_dict(), e.keep)
                 sh.dirty.add(sid)  # written with the next checkpoint
+        if self.shard_of is not None:
+            for sid in self.orphans(sh, self.shard_of):
+                log.info("scenario %s was removed: its stored state is deleted", sid)
+                self.forget(sh, sid)
+
+    def orphans(self, sh: ShardState, shard_of: Callable[[str], int]) -> list[str]:
+        """Scenario ids with a state in the table for this shard and no engine: removed while no
+        worker had the shard (deleted with :meth:`forget`)."""
+        ids = set()
+        for key in list(self.table.data.keys()):
+            k = bytes(key).decode("utf-8", "replace")
+            if k.startswith(SHARD_KEY_PREFIX):
+                continue
+            sid = k.removesuffix(HISTORY_SUFFIX)
+            if sid not in sh.engine.engines and shard_of(sid) == sh.n:
+                ids.add(sid)
+        return sorted(ids)
+
+    def forget(self, sh: ShardState, sid: str) -> None:
+        """Drop a scenario's state (removed, or restarted under new rules). Its stored parts are
+        deleted, with tombstones on the changelog, by the shard's next write."""
+        sh.states.pop(sid, None)
+        sh.dirty.discard(sid)
+        for history in (False, True):
+            sh.last_written.pop((sid, history), None)
+            self.table.data.pop((sid + HISTORY_SUFFIX if history else sid).encode(), None)
+        sh.deleted.add(sid)
+        sh.meta_dirty = True
 
     def _get(self, key: bytes) -> dict[str, Any] | None:
         raw = self.table.get(key)
@@ -145,20 +187,30 @@ class Checkpoint:
         # any state that covers it (_StopOnLostWrite, agents/pipeline.py). The lock the caller
         # holds keeps new events of this shard from slipping in between.
         await self.flush()
+        deleted, sh.deleted = sh.deleted, set()
+        for sid in deleted:
+            for key in (sid, sid + HISTORY_SUFFIX):
+                # A scenario restarted under new rules is written again below (dirty), after these.
+                sh.written += await self.put(sh.n, key.encode(), None)
+            self.counters["state_deletes"] += 1
         dirty, sh.dirty = sh.dirty, set()
         for sid in dirty:
             st = sh.states[sid]
             if st.history_changed:
                 await self._put_part(sh, sid, True, st.history_dict())
                 st.history_changed = False
-            await self._put_part(sh, sid, False, st.live_dict())
+            await self._put_part(sh, sid, False, self._live(sh, sid, st))
         for sid, history in stale:
-            if sid not in dirty:
+            if sid not in dirty and sid in sh.states:
                 st = sh.states[sid]
-                await self._put_part(sh, sid, history, st.history_dict() if history else st.live_dict())
+                await self._put_part(sh, sid, history, st.history_dict() if history else self._live(sh, sid, st))
         sh.written += await self._put(sh.n, f"{SHARD_KEY_PREFIX}{sh.n}".encode(), sh.to_dict())
         sh.meta_dirty = False
         return True
+
+    @staticmethod
+    def _live(sh: ShardState, sid: str, st: ScenarioState) -> dict[str, Any]:
+        return {**st.live_dict(), RULES_KEY: sh.engine.engines[sid].rules_version}
 
     async def _put_part(self, sh: ShardState, sid: str, history: bool, value: dict[str, Any]) -> None:
         key = (sid + HISTORY_SUFFIX) if history else sid

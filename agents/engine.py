@@ -27,6 +27,7 @@ from ratiowatch.model import Rule, Scenario, SeriesSpec, Settings
 from . import rules as R
 from .events import build_event
 from ratiowatch.model.metric import change, round12, rule_metric
+from ratiowatch.model.spec import rules_version
 from .sessions import SessionCloses, session_of
 from .state import SPLIT_VERSION, STATE_VERSION, ScenarioState  # noqa: F401  (re-exported)
 from .status import scenario_status
@@ -108,6 +109,8 @@ class ScenarioEngine:
     def __init__(self, scenario: Scenario, settings: Settings, clock: SessionClock | None = None) -> None:
         self.scenario = scenario
         self.id = scenario.id
+        # Stored with the state: a state written under other rules is not carried over (checkpoint).
+        self.rules_version = rules_version(scenario)
         self.tz = settings.session_timezone
         self._session = (clock or SessionClock(self.tz)).session
         self.keep = scenario.max_lookback + 1
@@ -312,9 +315,22 @@ class ShardEngine:
 
     def __init__(self, scenarios: Iterable[Scenario], settings: Settings) -> None:
         self.settings = settings
-        clock = SessionClock(settings.session_timezone)
-        self.engines: dict[str, ScenarioEngine] = {s.id: ScenarioEngine(s, settings, clock) for s in scenarios}
+        self.clock = SessionClock(settings.session_timezone)
+        self.engines: dict[str, ScenarioEngine] = {}
         self.by_symbol: dict[str, list[ScenarioEngine]] = {}
+        self.set_scenarios(scenarios)
+
+    def set_scenarios(self, scenarios: Iterable[Scenario]) -> None:
+        """Evaluate ``scenarios`` from now on (a live change keeps the engines of the scenarios that
+        did not change). States and track records are the caller's (:meth:`set_track_records`)."""
+        old = self.engines
+        self.engines = {}
+        for s in scenarios:
+            e = old.get(s.id)
+            if e is None or e.scenario != s:
+                e = ScenarioEngine(s, self.settings, self.clock)
+            self.engines[s.id] = e
+        self.by_symbol = {}
         for e in self.engines.values():
             for sym in sorted(e.scenario.symbols):
                 self.by_symbol.setdefault(sym, []).append(e)

@@ -34,7 +34,7 @@ SHARD_STATE_VERSION = 2
 class ShardState:
     """In-memory state of one shard this worker owns; the table holds its durable copy."""
 
-    __slots__ = ("n", "engine", "states", "applied", "gate", "lock", "emitted", "dirty", "meta_dirty",
+    __slots__ = ("n", "engine", "states", "applied", "gate", "lock", "emitted", "dirty", "deleted", "meta_dirty",
                  "written", "last_written", "waiting_since_ms", "handled")
 
     def __init__(self, n: int, engine: ShardEngine, gate: EventTimeGate) -> None:
@@ -45,6 +45,7 @@ class ShardState:
         self.applied: dict[str, int] = {}     # ticks partition -> last offset admitted (str keys: JSON)
         self.lock = asyncio.Lock()
         self.dirty: set[str] = set()           # scenarios changed since their state was last written
+        self.deleted: set[str] = set()         # scenarios whose stored state is to be deleted (tombstoned)
         self.meta_dirty = False                # offsets, waiting ticks or progress changed since then
         self.written = 0                       # changelog bytes this worker wrote for the shard
         self.last_written: dict[tuple[str, bool], int] = {}  # (scenario id, history?) -> ``written`` then

@@ -15,6 +15,7 @@ from typing import Any
 from ratiowatch.model import Config, Rule, Scenario
 
 from ratiowatch.model.metric import round12
+from ratiowatch.model.spec import version_of
 from .sessions import iso_utc
 
 __all__ = ["SCHEMA_VERSION", "event_id", "build_event", "load_schema", "canonical_order"]
@@ -63,6 +64,9 @@ def build_event(scenario: Scenario, rule: Rule, kind: str, ts_ms: int, metric: f
         "transform": rule.transform,
         "transform_sessions": rule.sessions,
         "require": scenario.require if rule is scenario.trigger else None,
+        # Added within v1: the version of the scenario the event was evaluated under (its record
+        # on the `scenarios` topic; `ratiowatch scenarios list` shows it).
+        "scenario_version": scenario.version or version_of(scenario),
     }
 
 

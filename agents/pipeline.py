@@ -23,15 +23,17 @@ import logging
 import os
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any, Callable
 
 import faust
 import orjson
 from faust.sensors import Sensor
 
-from ratiowatch.model import Config
+from ratiowatch.model import Config, Scenario
+from ratiowatch.model.changes import ScenarioChanges, diff
 from ratiowatch.streams import topics as T
-from ratiowatch.streams.clients import aio_consumer
+from ratiowatch.streams.events_readback import events_on_topic
 from ratiowatch.streams.faust_consumer import fetch_position
 from ratiowatch.streams.kafka_settings import KafkaSecurity
 from ratiowatch.streams.origin import LIVE
@@ -41,7 +43,7 @@ from .checkpoint import Checkpoint
 from .engine import ScenarioEngine, ScenarioState
 from .evaluate import Evaluator, ShardState
 from .route import Router
-from .shards import ShardMap
+from .shards import ShardMap, shard_of
 from .status_pacer import StatusPacer
 
 __all__ = ["Pipeline"]
@@ -77,36 +79,6 @@ class _StopOnLostWrite(Sensor):
         self.pipeline.on_lost_write(exc)
 
 
-async def events_on_topic(bootstrap: str, sec: KafkaSecurity | None, partitions: int,
-                          client_id: str) -> dict[str, list[tuple[int, str]]]:
-    """scenario id -> (ts_ms, event_id) of every event on the ``events`` topic now."""
-    from aiokafka import TopicPartition
-
-    consumer = aio_consumer(bootstrap, client_id=client_id, sec=sec)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(T.EVENTS, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        out: dict[str, list[tuple[int, str]]] = {}
-        todo = {tp for tp in tps if end[tp] > 0}
-        while todo:
-            for tp, records in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                for r in records:
-                    if r.offset < end[tp]:
-                        try:
-                            ev = orjson.loads(r.value)
-                            out.setdefault(ev["scenario"], []).append((ev["ts_ms"], ev["event_id"]))
-                        except (orjson.JSONDecodeError, KeyError, TypeError):
-                            pass  # not an event of ours: nothing we could repeat
-            todo = {tp for tp in todo if await consumer.position(tp) < end[tp]}
-        log.info("read %d events back from %s", sum(map(len, out.values())), T.EVENTS)
-        return out
-    finally:
-        await consumer.stop()
-
-
 class Pipeline:
     """Registers the engine's stages on ``app`` for ``config``."""
 
@@ -122,6 +94,9 @@ class Pipeline:
         self.security = security
         self.origin = origin  # what every event and status says its ticks were (streams/origin.py)
         self.map = ShardMap(config.scenarios, shards)
+        self.by_id = {sc.id: sc for sc in config.scenarios}
+        # scenario id -> why its state started again (a live change of its rules), for its status
+        self.restarts: dict[str, dict[str, Any]] = {}
         self.counters: Counter[str] = Counter()
         self.on_lost_write: Callable[[BaseException], None] = _exit_now  # tests may replace it
         self._owned: dict[int, ShardState] = {}
@@ -149,7 +124,8 @@ class Pipeline:
                                    dead_letter=lambda rej, partition, shard: self._dead_letter(
                                        rej, partition, None, judged_by=f"shard {shard}"),
                                    now=time.monotonic, counters=self.counters, on_applied=self._on_applied)
-        self.checkpoint = Checkpoint(self.table, self._put, self._flush, counters=self.counters, seed=seed)
+        self.checkpoint = Checkpoint(self.table, self._put, self._flush, counters=self.counters, seed=seed,
+                                     shard_of=lambda sid: shard_of(sid, shards))
 
         app.consume_batches(self.ticks_topic, self.router.handle)
         app.consume_batches(self.shard_topic, self._evaluate)
@@ -193,15 +169,18 @@ class Pipeline:
                             judged_by=judged_by)
         await self._send(T.TICKS_DLQ, rej.reason.encode(), record, 0)
 
-    async def _put(self, partition: int, key: bytes, raw: bytes) -> int:
+    async def _put(self, partition: int, key: bytes, raw: bytes | None) -> int:
         # Written with the shard's partition explicitly: the table is co-partitioned with the shard
         # topic, and this also runs from timers, outside any stream event. Sent (awaited) rather
         # than through the table's synchronous buffer, so a burst of state writes applies
         # back-pressure here instead of overflowing faust's buffer. The table keeps a right-sized
         # copy: orjson's output holds on to its ~4 KB working buffer.
-        self.table.data[key] = memoryview(raw).tobytes()
+        if raw is None:  # a tombstone: the state is deleted (Checkpoint.forget)
+            self.table.data.pop(key, None)
+        else:
+            self.table.data[key] = memoryview(raw).tobytes()
         await self._send(self.table.changelog_topic.get_topic_name(), key, raw, partition)
-        return len(raw) + len(key)
+        return len(raw or b"") + len(key)
 
     async def _flush(self) -> None:
         await self.app.producer.flush()
@@ -209,6 +188,53 @@ class Pipeline:
     def _ticks_positions(self) -> dict[int, tuple[int | None, int | None]]:
         consumer = self.app.consumer
         return {tp.partition: fetch_position(consumer, tp) for tp in consumer.assignment() if tp.topic == T.TICKS}
+
+    # --- live scenario changes ------------------------------------------------------------------
+
+    async def set_scenarios(self, scenarios: tuple[Scenario, ...], seeds: dict[str, ScenarioState] | None = None,
+                            why: str = "") -> ScenarioChanges:
+        """Evaluate ``scenarios`` from now on, without a restart (model/changes.py says what each
+        change does to state). ``seeds``: warm-start states for added and restarted scenarios
+        (from history), else they start cold. The other scenarios' state is untouched."""
+        changes = diff(self.by_id, {sc.id: sc for sc in scenarios})
+        if not changes:
+            return changes
+        seeds = seeds or {}
+        self.by_id = {sc.id: sc for sc in scenarios}
+        self.config = replace(self.config, scenarios=tuple(scenarios))
+        self.map = ShardMap(scenarios, self.shards)
+        self.router.set_map(self.map)
+        self.evaluator.scenarios = self.map.scenarios
+        self.checkpoint.seed.update(seeds)  # shards loaded later start these from history too
+        restart = {sc.id for sc in changes.restarted}
+        for sid in restart:
+            if sid not in seeds:
+                self.checkpoint.seed.pop(sid, None)  # a seed made under the old rules
+            self.restarts[sid] = {"at_ms": _now_ms(), "why": why or "its rules changed",
+                                  "from": "history" if sid in seeds else "cold"}
+        for n, sh in list(self._owned.items()):
+            async with sh.lock:
+                sh.engine.set_scenarios(self.map.scenarios[n])
+                sh.engine.set_track_records(self.evaluator.track_records)
+                for sid in [*changes.removed, *restart]:
+                    if sid in sh.states or sid in sh.last_written:
+                        self.checkpoint.forget(sh, sid)
+                for sc in (*changes.added, *changes.restarted):
+                    if sc.id in seeds and sc.id in sh.engine.engines:
+                        seed, keep = seeds[sc.id], sh.engine.engines[sc.id].keep
+                        sh.states[sc.id] = ScenarioState.from_parts(seed.live_dict(), seed.history_dict(), keep)
+                        sh.dirty.add(sc.id)
+            self.pacer.touched(n, [sc.id for sc in (*changes.added, *changes.changed) if shard_of(sc.id, self.shards) == n])
+        for sid in changes.removed:
+            self.restarts.pop(sid, None)
+            if self._owns(shard_of(sid, self.shards)):
+                # The page drops the card: a tombstone on the compacted status topic.
+                await self._send(T.SCENARIO_STATUS, sid.encode(), None, None)
+        log.info("scenarios changed: %s", changes.summary())
+        return changes
+
+    def _owns(self, n: int) -> bool:
+        return n in self._owned or self._assigned(n)
 
     # --- shards -------------------------------------------------------------------------------
 
@@ -228,6 +254,10 @@ class Pipeline:
         if sh is None:
             sh = self._owned[n] = self.evaluator.new_shard(n)
             self.checkpoint.load(sh)
+            for sid in self.checkpoint.restarted:
+                self.restarts[sid] = {"at_ms": _now_ms(), "why": "its rules changed while no engine had it",
+                                      "from": "history" if sid in self.checkpoint.seed else "cold"}
+            self.checkpoint.restarted.clear()
         return sh
 
     async def _evaluate(self, batches: list[tuple[int, list[Any], int | None]]) -> None:
@@ -312,7 +342,8 @@ class Pipeline:
                 # The page shows every time in the scenarios' session zone, and the data's age
                 # from updated_ms (the event time of simulated or replayed ticks is not now).
                 status = {**e.status(st), "origin": self.origin, "tz": self.config.settings.session_timezone,
-                          "updated_ms": _now_ms()}
+                          "updated_ms": _now_ms(), "scenario_version": e.scenario.version,
+                          "restarted": self.restarts.get(sid)}
                 await self._send(T.SCENARIO_STATUS, sid.encode(), orjson.dumps(status), None)
                 self.counters["statuses_sent"] += 1
 

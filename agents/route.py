@@ -52,10 +52,9 @@ class Router:
     def __init__(self, shard_map: ShardMap, *, signed: frozenset[str], lateness_ms: int, send_shard: SendShard,
                  dead_letter: DeadLetter, positions: Callable[[], dict[int, tuple[int | None, int | None]]],
                  now: Callable[[], float], counters: Counter[str], origin: str = LIVE) -> None:
-        self.map = shard_map
+        self.set_map(shard_map)
         self.origin = origin  # the engine's: records whose header says another are dead-lettered
         self.lateness_ms = lateness_ms
-        self.known = shard_map.symbols
         self.signed = signed
         self.send_shard = send_shard
         self.dead_letter = dead_letter
@@ -72,6 +71,11 @@ class Router:
         self._exact_until: dict[int, int] = {}                    # partition -> first offset chunked freely
         self._routed: dict[int, int] = {}                         # partition -> last offset routed
         self._heartbeat_at = float("-inf")
+
+    def set_map(self, shard_map: ShardMap) -> None:
+        """Route by ``shard_map`` from the next fetch on (the scenarios changed)."""
+        self.map = shard_map
+        self.known = shard_map.symbols
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions revoked: their next owner speaks for them."""

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 import yaml
 
 from ratiowatch.errors import ConfigError
@@ -24,10 +25,10 @@ from ratiowatch.model import metric as _metric
 from ratiowatch.model.config import CHANNEL_FORMATS, Channel, Config, Settings
 from ratiowatch.model.scenario import Rule, Scenario
 from ratiowatch.model.series import parse_series
-from ratiowatch.model.spec import with_version
+from ratiowatch.model.spec import RECORD_SCHEMA, with_version
 
 __all__ = [
-    "load_config", "parse_config", "parse_scenario", "default_config_path", "interpolate_env",
+    "load_config", "parse_config", "parse_scenario", "parse_scenario_record", "default_config_path", "interpolate_env",
     "interpolate_url", "unprovided_symbols", "warn_unprovided_symbols",
 ]
 
@@ -125,7 +126,8 @@ def interpolate_url(template: str, env: dict[str, str] | None = None) -> tuple[s
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None,
-                known_symbols: Iterable[str] | None = None, require_channels: bool = True) -> Config:
+                known_symbols: Iterable[str] | None = None, require_channels: bool = True,
+                check_channels: str = "always") -> Config:
     """Load and validate a scenario file (default: the shipped one).
 
     ``known_symbols``: when given (e.g. the symbols a history folder has data for), a series that
@@ -134,6 +136,10 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, st
     ``require_channels``: whether every channel's ${ENV} must be set (a command that notifies).
     With False (backtest, replay without --notify, config show), a channel whose URL needs an
     unset variable loads disabled, with ``Channel.unset`` naming the variables.
+
+    ``check_channels``: "always" (a scenario may notify only a channel the file defines), or
+    "if_defined" (a file without a ``channels:`` section may name any: ``scenarios apply``, whose
+    channels are the notify role's).
 
     Sanity warnings (:attr:`Config.warnings`) are logged at WARNING on logger ``ratiowatch.config``.
     """
@@ -153,7 +159,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: dict[str, st
         raise ConfigError(path, "", "not UTF-8 text") from None
     except RecursionError:
         raise ConfigError(path, "", "nested too deeply to be a scenario file") from None
-    cfg = parse_config(raw, path, env=env, known_symbols=known_symbols, require_channels=require_channels)
+    cfg = parse_config(raw, path, env=env, known_symbols=known_symbols, require_channels=require_channels,
+                       check_channels=check_channels)
     for w in cfg.warnings:
         log.warning("%s", w)
     return cfg
@@ -344,7 +351,8 @@ def _rule_warnings(where: str, r: Rule) -> list[str]:
 
 
 def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None = None,
-                 known_symbols: Iterable[str] | None = None, require_channels: bool = True) -> Config:
+                 known_symbols: Iterable[str] | None = None, require_channels: bool = True,
+                 check_channels: str = "always") -> Config:
     """Validate an already-parsed YAML document. See :func:`load_config`."""
     if raw is None:
         raise ConfigError(file, "", "file is empty: it needs a 'scenarios:' list")
@@ -370,7 +378,8 @@ def parse_config(raw: Any, file: str = "<config>", *, env: dict[str, str] | None
     warnings: list[str] = []
     seen: set[str] = set()
     for i, s in enumerate(scen_raw):
-        sc, warned = parse_scenario(s, file, f"scenarios[{i}]", channels=channels, known_symbols=known_symbols)
+        named = channels if check_channels == "always" or "channels" in raw else None
+        sc, warned = parse_scenario(s, file, f"scenarios[{i}]", channels=named, known_symbols=known_symbols)
         if sc.id in seen:
             raise ConfigError(file, f"scenarios[{i}] (id {sc.id}).id", f"duplicate scenario id {sc.id!r}")
         seen.add(sc.id)
@@ -471,3 +480,25 @@ def warn_unprovided_symbols(config: Config, provided: Iterable[str], source: str
     for m in msgs:
         log.warning("%s", m)
     return msgs
+
+
+def parse_scenario_record(key: bytes | None, value: bytes | None, where: str) -> Scenario | None:
+    """A record of the ``scenarios`` topic (ratiowatch/model/spec.py): the scenario it holds, or
+    None for a tombstone (the scenario was removed). Checked with the file's rules, so a record
+    written there by hand is held to the same standard; raises ConfigError naming ``where``."""
+    if key is None:
+        raise ConfigError(where, "key", "is missing: it must be the scenario id")
+    sid = key.decode("utf-8", "replace")
+    if value is None:
+        return None
+    try:
+        rec = orjson.loads(value)
+    except orjson.JSONDecodeError as e:
+        raise ConfigError(where, "", f"not JSON: {e}") from None
+    if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA or not isinstance(rec.get("scenario"), dict):
+        raise ConfigError(where, "", f"not a scenario record: it must be an object with schema {RECORD_SCHEMA} "
+                          "and 'scenario' (write it with `ratiowatch scenarios apply`)")
+    sc, _ = parse_scenario(rec["scenario"], where, "scenario", channels=None)
+    if sc.id != sid:
+        raise ConfigError(where, "key", f"is {sid!r} but the scenario's id is {sc.id!r}")
+    return sc

@@ -127,9 +127,14 @@ class LiveFanout:
                 self.stats["events_dropped"] += c.add_event(sid, text)
 
     def snapshot(self) -> dict[str, dict]:
-        """scenario id -> its latest status (held-back ones included), configured ones first."""
+        """scenario id -> its latest status (held-back ones included), configured ones first; a
+        removed scenario is not in it."""
         order = self._order + [s for s in self._latest if s not in self._order]
-        return {s: self._latest[s] for s in order if s in self._latest}
+        return {s: self._latest[s] for s in order if s in self._latest and not self._latest[s].get("removed")}
+
+    def set_order(self, scenarios: Iterable[str]) -> None:
+        """The scenarios in force changed: their order (and what clients may subscribe to)."""
+        self._order = list(dict.fromkeys(scenarios))
 
     def _broadcast(self, sid: str, now: float) -> None:
         self._pending.pop(sid, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["APP_ID", "TopicSpec", "topic_configs", "TICKS", "TICKS_DLQ", "SHARD_TICKS", "EVENTS", "DELIVERIES",
-           "NOTIFICATIONS_DLQ", "SCENARIO_STATUS", "SILENCES", "STATE_TABLE", "changelog", "all_topics"]
+           "NOTIFICATIONS_DLQ", "SCENARIO_STATUS", "SILENCES", "SCENARIOS", "CONTROL_DLQ", "STATE_TABLE", "changelog", "all_topics"]
 
 APP_ID = "ratiowatch"
 
@@ -22,6 +22,8 @@ DELIVERIES = "deliveries"           # one record per notification attempt and ou
 NOTIFICATIONS_DLQ = "notifications.dlq"  # notifications that exhausted their retries
 SCENARIO_STATUS = "scenario-status"  # key: scenario id; value: its latest status JSON (compacted)
 SILENCES = "silences"               # key: silence id; value: the silence JSON (compacted; notifiers/silences.py)
+SCENARIOS = "scenarios"             # key: scenario id; value: the scenario and its version (compacted; model/spec.py)
+CONTROL_DLQ = "control.dlq"         # records on scenarios or silences that are not what those topics hold
 
 STATE_TABLE = "scenario-state"      # scenario id -> its series, closes, armed flags, applied offset
 
@@ -56,6 +58,10 @@ def all_topics(partitions: int = 8, app_id: str = APP_ID) -> list[TopicSpec]:
         # One partition: every notify and web process reads all of it, and one partition keeps
         # an add and its expire in order.
         TopicSpec(SILENCES, 1, compacted=True, doc="silences (mutes) by id, read whole by notify and web"),
+        # The scenarios in force, the source of truth for engine, notify and web (one partition,
+        # for the same reasons); written by `ratiowatch scenarios apply`, a tombstone removes one.
+        TopicSpec(SCENARIOS, 1, compacted=True, doc="scenarios by id with their versions, read whole by every role"),
+        TopicSpec(CONTROL_DLQ, 1, retention_ms=4 * week, doc="bad records found on scenarios or silences, with reasons"),
         TopicSpec(changelog(STATE_TABLE, app_id), partitions, compacted=True, doc="scenario state changelog"),
     ]
 

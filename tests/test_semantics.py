@@ -198,6 +198,8 @@ def reference_events(cfg: Config, prices: dict[str, dict[date, float]]) -> list[
                     "transform": r.transform,
                     "transform_sessions": r.sessions,
                     "require": sc.require if is_trigger else None,
+                    # the scenario's version as loaded (a digest of its written form)
+                    "scenario_version": sc.version,
                 }))
     out.sort(key=lambda t: (t[0], t[1]))  # stable: rule order within a scenario and date is kept
     return [e for _, _, e in out]

@@ -1,25 +1,37 @@
 """What the role commands (engine, notify, web) share: options, the ops HTTP server, signals, a
-bounded start, and a clean stop."""
+bounded start, and a bounded stop.
+
+Exit codes: 0 stopped by a signal or --duration; 1 could not start (broker unreachable or refusing,
+no partitions within --start-timeout, state not recovered within --recovery-timeout); 3 stopped
+being able to work while running (unready for --unready-timeout, or its group coordination
+stopped). Never a hang: a start that fails stops what it started, the stop is bounded, and a
+client thread still running after it does not hold the exit back."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
+import threading
 from typing import Any, Awaitable, Callable
 
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.http import OpsServer, add_http_argument, http_settings
 from ratiowatch.ops.metrics import Metrics
+from ratiowatch.roles.startup_watch import StartupFailed, watch_coordination
 
 from ._common import add_broker, add_config, broker_url
 
-__all__ = ["add_role_arguments", "role_broker", "serve_role", "role_main"]
+__all__ = ["add_role_arguments", "role_broker", "serve_role", "role_main", "exit_without_stragglers"]
 
 START_TIMEOUT_S = 60.0
+RECOVERY_TIMEOUT_S = 120.0
 UNREADY_TIMEOUT_S = 90.0  # well past a rebalance (session timeout 15 s) and a state recovery
 WATCH_S = 1.0
+STOP_TIMEOUT_S = 30.0
+STRAGGLERS_S = 5.0  # how long threads still running after the stop get to end by themselves
 
 
 def add_role_arguments(p: argparse.ArgumentParser, http_port: int) -> None:
@@ -29,7 +41,11 @@ def add_role_arguments(p: argparse.ArgumentParser, http_port: int) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="stop cleanly after this many seconds (default: until Ctrl-C or SIGTERM)")
     p.add_argument("--start-timeout", type=float, default=START_TIMEOUT_S, metavar="SECONDS",
-                   help=f"give up (exit 1) if the role is not running within this time (default {START_TIMEOUT_S:g})")
+                   help="give up (exit 1) if the role is not running within this time; for engine and notify: "
+                        f"if its group has not given it partitions within it (default {START_TIMEOUT_S:g})")
+    p.add_argument("--recovery-timeout", type=float, default=RECOVERY_TIMEOUT_S, metavar="SECONDS",
+                   help="engine and notify: give up (exit 1) if the state of its partitions is not recovered "
+                        f"from the changelog within this time after they were assigned (default {RECOVERY_TIMEOUT_S:g})")
     p.add_argument("--unready-timeout", type=float, default=UNREADY_TIMEOUT_S, metavar="SECONDS",
                    help="exit (code 3) once the role has been unready this long without a break, e.g. a group "
                         f"member left without partitions: its restart policy brings it back (default {UNREADY_TIMEOUT_S:g})")
@@ -75,16 +91,46 @@ def role_main(name: str, args: argparse.Namespace, build: BuildRole, *, notifies
         except BrokerUnreachable as e:
             print(f"ratiowatch {name}: {e}", file=sys.stderr)
             return 1
-        return await serve_role(name, args, metrics, health, role.start, role.stop, live=live)
+        if hasattr(role, "startup"):  # a group member (engine, notify): its own bounds, its own message
+            from ratiowatch.roles.startup_watch import StartupBounds
 
-    return asyncio.run(main())
+            role.startup = StartupBounds(assign_s=args.start_timeout, recover_s=args.recovery_timeout)
+        return await serve_role(name, args, metrics, health, role.start, role.stop, live=live,
+                                coordination=getattr(role, "coordination_error", None))
+
+    return exit_without_stragglers(name, asyncio.run(main()))
+
+
+def exit_without_stragglers(name: str, code: int, grace_s: float = STRAGGLERS_S) -> int:
+    """``code``, once the threads still running have ended; past ``grace_s``, the process exits
+    at once with ``code`` (os._exit) rather than wait for them. A client thread that outlives
+    its stop (faust's consumer thread is not a daemon) would otherwise hold the exit back forever,
+    and a role that hangs instead of exiting is never restarted."""
+    deadline = threading.Event()
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    timer = threading.Timer(grace_s, deadline.set)
+    timer.daemon = True
+    timer.start()
+    for t in others:
+        while t.is_alive() and not deadline.is_set():
+            t.join(0.1)
+    left = [t.name for t in others if t.is_alive()]
+    timer.cancel()
+    if left:
+        print(f"ratiowatch {name}: threads still running {grace_s:g}s after the stop ({', '.join(left)}): "
+              f"exiting with code {code} without them", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, health: Health,
                      start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]], *,
-                     live: Any = None) -> int:
+                     live: Any = None, coordination: Callable[[], str | None] | None = None) -> int:
     """Serve /metrics, /healthz, /readyz (and the page, with ``live``), start the role within
-    ``--start-timeout``, run until a signal or ``--duration``, stop. Exit code 1 when it could not start."""
+    ``--start-timeout``, run until a signal or ``--duration``, stop. Exit code 1 when it could not
+    start, 3 when it stopped being able to work (unready too long; ``coordination()``: why its
+    group coordination stopped, checked every second)."""
     address, token = http_settings(args.http)
     server = await OpsServer(metrics, health, token=token, live=live).start(address) if address else None
     if server is not None:
@@ -97,12 +143,18 @@ async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, heal
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
     code = 0
+    # A group member bounds its own wait for partitions and state and says which failed
+    # (StartupFailed); this outer bound is for the rest (connecting, producer ids).
+    start_bound = args.start_timeout + (getattr(args, "recovery_timeout", 0) + 5 if coordination else 0)
     try:
         try:
-            await asyncio.wait_for(start(), args.start_timeout)
+            await asyncio.wait_for(start(), start_bound)
         except (asyncio.TimeoutError, TimeoutError) as e:
-            print(f"ratiowatch {name}: could not start within {args.start_timeout:g}s against {args.broker}: "
+            print(f"ratiowatch {name}: could not start within {start_bound:g}s against {args.broker}: "
                   f"{type(e).__name__}: {e or 'timed out'}", file=sys.stderr)
+            return 1
+        except StartupFailed as e:  # it says which: no partitions, or no state
+            print(f"ratiowatch {name}: {e}", file=sys.stderr)
             return 1
         except (OSError, RuntimeError) as e:  # the broker answered, and said no (e.g. no producer ids)
             print(f"ratiowatch {name}: could not start against {args.broker}: {type(e).__name__}: {e}",
@@ -111,16 +163,28 @@ async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, heal
         print(f"ratiowatch {name}: running" + (f" for {args.duration:g}s" if args.duration else ""), flush=True)
         watchdog = asyncio.create_task(_unready_watchdog(health, args.unready_timeout))
         finished = asyncio.create_task(done.wait())
-        await asyncio.wait({watchdog, finished}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
+        watches = {watchdog, finished}
+        group = None
+        if coordination is not None:
+            group = asyncio.create_task(watch_coordination(coordination, group=name, every_s=WATCH_S))
+            watches.add(group)
+        await asyncio.wait(watches, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
         if watchdog.done():
             print(f"ratiowatch {name}: not ready for {args.unready_timeout:g}s: {watchdog.result()}; exiting so that "
                   "its restart policy starts it afresh", file=sys.stderr)
             code = 3
-        for t in (watchdog, finished):
+        elif group is not None and group.done():
+            print(f"ratiowatch {name}: {group.result()}; it owns no partitions and never will again: exiting so "
+                  "that its restart policy starts it afresh", file=sys.stderr)
+            code = 3
+        for t in watches:
             t.cancel()
     finally:
         try:
-            await asyncio.wait_for(stop(), 30)
+            await asyncio.wait_for(stop(), STOP_TIMEOUT_S)
+        except (asyncio.TimeoutError, TimeoutError):
+            print(f"ratiowatch {name}: did not stop within {STOP_TIMEOUT_S:g}s; exiting anyway", file=sys.stderr)
+            code = code or 1
         finally:
             if beat is not None:
                 beat.cancel()

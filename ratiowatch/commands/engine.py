@@ -33,4 +33,4 @@ def _build(args: argparse.Namespace, config: Any, bootstrap: str, metrics: Any, 
     from ratiowatch.roles.engine import EngineRole
 
     return EngineRole(config, broker_url=args.broker, partitions=args.partitions, history_dir=args.history,
-                      metrics=metrics, health=health, origin=args.origin), None
+                      metrics=metrics, health=health, origin=args.origin, follow_scenarios=True), None

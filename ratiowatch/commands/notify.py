@@ -25,4 +25,4 @@ def _build(args: argparse.Namespace, config: Any, bootstrap: str, metrics: Any, 
     from ratiowatch.roles.notify import NotifyRole
 
     return NotifyRole(config, bootstrap=bootstrap, partitions=args.partitions, history_dir=args.history,
-                      metrics=metrics, health=health), None
+                      metrics=metrics, health=health, follow_scenarios=True), None

@@ -30,10 +30,10 @@ from datetime import datetime, timezone
 
 from ratiowatch.config import load_config
 from ratiowatch.notifiers.silences import SilenceError, SilenceSet, encode, expire, new_silence, state
-from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.kafka_settings import KafkaSecurity, load_kafka_security
 from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.topics import SILENCES
+from ratiowatch.streams.writeback import write_records
 
 from ._common import add_config, broker_url, for_users
 
@@ -147,11 +147,4 @@ def read_silences(bootstrap: str, *, sec: KafkaSecurity | None = None) -> Silenc
 
 def write_silence(bootstrap: str, key: bytes, value: bytes, *, sec: KafkaSecurity | None = None) -> None:
     """Write one record and wait for the cluster to acknowledge it (acks=all)."""
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="ratiowatch-silence", acks="all",
-                             **kafka_python_kwargs_for(sec))
-    try:
-        producer.send(SILENCES, key=key, value=value).get(timeout=30)
-    finally:
-        producer.close()
+    write_records(bootstrap, SILENCES, [(key, value)], client_id="ratiowatch-silence", sec=sec)

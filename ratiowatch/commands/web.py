@@ -24,6 +24,6 @@ def _build(args: argparse.Namespace, config: Any, bootstrap: str, metrics: Any, 
     from ratiowatch.streams.kafka_settings import load_kafka_security
     from ratiowatch.streams.live import LiveHub
 
-    hub = LiveHub(scenarios=[s.id for s in config.scenarios])
+    hub = LiveHub()
     return WebRole(hub, bootstrap=bootstrap, sec=load_kafka_security(), metrics=metrics, health=health,
-                   scenarios=[(s.id, s.title) for s in config.scenarios]), hub
+                   follow_scenarios=True), hub

@@ -11,19 +11,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from ratiowatch.agents.pipeline import Pipeline
 from ratiowatch.agents.warmstart import seed_states
-from ratiowatch.model import Config
+from ratiowatch.model import Config, Scenario
+from ratiowatch.model.changes import ScenarioChanges, diff
 from ratiowatch.ops.faust_sensors import install_faust_monitor
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.metrics import Metrics
+from ratiowatch.roles.scenarios import ScenarioFollower
+from ratiowatch.roles.startup_watch import StartupBounds, start_watched, watch_startup
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exist
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
+from ratiowatch.streams.member_state import coordination_error, member_state
 from ratiowatch.streams.origin import LIVE
 from ratiowatch.track_record import track_records_from_history
 
@@ -41,8 +46,15 @@ class EngineRole:
     def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
                  app_id: str = T.APP_ID, datadir: str | None = None, app_settings: dict[str, Any] | None = None,
                  seed: dict[str, Any] | None = None, history_dir: str | None = None,
-                 metrics: Metrics | None = None, health: Health | None = None, origin: str = LIVE) -> None:
+                 metrics: Metrics | None = None, health: Health | None = None, origin: str = LIVE,
+                 follow_scenarios: bool = False) -> None:
+        # Following the `scenarios` topic, the scenarios in force are the topic's, read at start
+        # and changed live; the file gives only the settings. Otherwise (replay, the bench, the
+        # chaos run, tests) they are the file's, for the whole run.
+        if follow_scenarios:
+            config = replace(config, scenarios=())
         self.config = config
+        self.history_dir = history_dir
         self.partitions = partitions or config.settings.partitions
         self.embedded: EmbeddedBroker | None = None
         if broker_url is None:
@@ -63,12 +75,13 @@ class EngineRole:
             ensure_topics_exist(self.bootstrap, self.partitions, app_id, **self.client_kwargs)
             extra = {**faust_app_kwargs(self.security), **extra}
         self.app = create_app(broker_url, partitions=self.partitions, app_id=app_id, datadir=datadir, **extra)
+        self.startup = StartupBounds()  # how long start() waits for partitions and their state
         self.warm_started: str | None = None  # what the warm start did, for the console
-        if history_dir is not None and seed is None:
+        if history_dir is not None and seed is None and config.scenarios:
             seed, self.warm_started = warm_start(config, history_dir)
         self.pipeline = Pipeline(self.app, config, shards=self.partitions, bootstrap=self.bootstrap,
                                  security=self.security, seed=seed, origin=origin)
-        if history_dir is not None:
+        if history_dir is not None and config.scenarios:
             # What each trigger did over the history, for the status cards: at start, never per tick.
             self.pipeline.evaluator.track_records = track_records_from_history(config, history_dir)
         self.metrics = metrics if metrics is not None else Metrics()
@@ -80,6 +93,51 @@ class EngineRole:
         self.app.timer(SYNC_S, name="ratiowatch.metrics")(self._sync)
         self.pipeline.evaluator.on_latency = self.metrics.tick_to_event.observe
         self.health.add_ready_check("engine", lambda: monitor.readiness() or self._partitions_check())
+        self.follower: ScenarioFollower | None = None
+        if follow_scenarios:
+            self.follower = ScenarioFollower(bootstrap=self.bootstrap, role="engine", sec=self.security,
+                                             on_scenarios=self._scenarios_changed, on_bad_record=self._bad_scenario)
+        self._wanted: tuple[Scenario, ...] | None = None
+        self._applying: asyncio.Future[None] | None = None
+
+    # --- the scenarios topic ----------------------------------------------------------------------
+
+    def _bad_scenario(self, why: str) -> None:
+        self.metrics.bad_records.labels(role="engine", topic=T.SCENARIOS).inc()
+
+    def _scenarios_changed(self, scenarios: tuple[Scenario, ...]) -> None:
+        # Called by the follower after each batch of records; applied one set at a time, the
+        # newest wins (a burst of records costs one warm start, not one per record).
+        self._wanted = scenarios
+        if self._applying is None or self._applying.done():
+            self._applying = asyncio.ensure_future(self._apply_wanted())
+
+    async def _apply_wanted(self) -> None:
+        while self._wanted is not None:
+            scenarios, self._wanted = self._wanted, None
+            await self.apply_scenarios(scenarios)
+
+    async def apply_scenarios(self, scenarios: tuple[Scenario, ...]) -> ScenarioChanges:
+        """Evaluate ``scenarios`` from now on: added and restarted ones warm-started from the
+        history folder when there is one (in a thread: the event loop keeps serving ticks)."""
+        pipeline = self.pipeline
+        changes = diff(pipeline.by_id, {sc.id: sc for sc in scenarios})
+        if not changes:
+            return changes
+        fresh = (*changes.added, *changes.restarted)
+        seeds: dict[str, Any] = {}
+        if self.history_dir is not None and fresh:
+            sub = replace(self.config, scenarios=fresh)
+            seeds, records = await asyncio.get_running_loop().run_in_executor(None, _from_history, sub, self.history_dir)
+            tracks = {k: v for k, v in (pipeline.evaluator.track_records or {}).items() if k not in changes.removed}
+            pipeline.evaluator.track_records = {**tracks, **records}
+        self.config = replace(self.config, scenarios=tuple(scenarios))
+        done = await pipeline.set_scenarios(tuple(scenarios), seeds)
+        for line in done.lines() if pipeline.counters["ticks_in"] else []:  # at start, the summary says enough
+            log.info("engine: %s", line)
+        log.info("engine: scenarios from %s: %s%s", T.SCENARIOS, done.summary(),
+                 f" ({len(seeds)} warm-started from {self.history_dir})" if seeds else "")
+        return done
 
     def _partitions_check(self) -> str | None:
         consumer = self.app.consumer
@@ -90,27 +148,42 @@ class EngineRole:
         return None
 
     async def start(self) -> None:
-        await self.app.start()
-        # faust starts agents before partitions are assigned; wait until this worker owns its shards.
-        await self.wait_assigned()
+        if self.follower is not None:
+            # Every scenario in force before the first tick: none is evaluated late or missed.
+            await self.follower.start()
+            if not self.follower.by_id:
+                log.warning("engine: no scenarios on topic %s: nothing is evaluated until some are applied "
+                            "(ratiowatch scenarios apply FILE --broker ...)", T.SCENARIOS)
+            await self.apply_scenarios(self.follower.scenarios)
+        try:
+            # faust starts agents before partitions are assigned; wait until this worker owns its shards.
+            await start_watched(self.app.start(), self.wait_assigned())
+        except BaseException:
+            # Stopped here, whoever started it: a faust app left running keeps its consumer thread
+            # (not a daemon) alive, and the process would hang at exit instead of being restarted.
+            await self.app.stop()
+            raise
 
-    async def wait_assigned(self, timeout: float = 60.0) -> None:
-        """Until this worker owns shard partitions and has recovered their state."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            consumer = self.app.consumer
-            if consumer is not None and consumer.assignment() and not self.app.rebalancing \
-                    and self.app.tables.recovery.completed.is_set():
-                return
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"the engine got no partitions within {timeout:g}s: is {self.bootstrap} reachable?")
+    async def wait_assigned(self, timeout: float | None = None) -> None:
+        """Until this worker owns shard partitions and has recovered their state, within
+        ``self.startup`` (or ``timeout`` for the assignment); StartupFailed says which did not happen."""
+        bounds = self.startup if timeout is None else replace(self.startup, assign_s=timeout)
+        await watch_startup(lambda: member_state(self.app), bounds, group=f"{self.app_id!r} at {self.bootstrap}")
+
+    def coordination_error(self) -> str | None:
+        """Why this member's group coordination stopped for good (see streams/member_state.py)."""
+        return coordination_error(self.app)
 
     async def _sync(self) -> None:
         self.sync_metrics()
 
     async def stop(self) -> None:
         try:
+            if self.follower is not None:
+                await self.follower.stop()
+            if self._applying is not None:
+                self._applying.cancel()
+                await asyncio.gather(self._applying, return_exceptions=True)
             await self.app.stop()
         finally:
             self.sync_metrics()
@@ -129,6 +202,12 @@ def warm_start(config: Config, history_dir: str) -> tuple[dict[str, Any], str]:
             f"({time.monotonic() - t0:.1f}s)")
     log.info(said)
     return seed, said
+
+
+def _from_history(config: Config, history_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Warm-start states and track records of ``config``'s scenarios (run in a thread)."""
+    seed, _, _ = seed_states(config, history_dir)
+    return seed, track_records_from_history(config, history_dir)
 
 
 class _CounterSync:

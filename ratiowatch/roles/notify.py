@@ -12,26 +12,31 @@ nothing with the engine but the topics.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import tempfile
 from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from ratiowatch.agents.notify import install_notifier
-from ratiowatch.model import Config
+from ratiowatch.model import Config, Scenario
 from ratiowatch.notifiers.chart import history_from_folder
 from ratiowatch.notifiers.retry import RetryPolicy
 from ratiowatch.notifiers.service import NotificationService, describe_unsent
 from ratiowatch.ops.faust_sensors import install_faust_monitor
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.metrics import Metrics
+from ratiowatch.roles.scenarios import ScenarioFollower
 from ratiowatch.roles.silences import SilenceFollower
+from ratiowatch.roles.startup_watch import StartupBounds, start_watched, watch_startup
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import create_app
 from ratiowatch.streams.kafka_settings import KafkaSecurity, faust_app_kwargs, load_kafka_security
+from ratiowatch.streams.member_state import coordination_error, member_state
 from ratiowatch.track_record import track_records_from_history
 
 __all__ = ["NotifyRole", "NOTIFY_APP_ID"]
@@ -50,8 +55,14 @@ class NotifyRole:
     def __init__(self, config: Config, *, bootstrap: str, partitions: int | None = None,
                  history_dir: str | None = None, datadir: str | None = None, ephemeral: bool = False,
                  app_id: str = NOTIFY_APP_ID, metrics: Metrics | None = None, health: Health | None = None,
-                 app_settings: dict[str, Any] | None = None, retry: RetryPolicy | None = None) -> None:
+                 app_settings: dict[str, Any] | None = None, retry: RetryPolicy | None = None,
+                 follow_scenarios: bool = False) -> None:
+        # Following the `scenarios` topic, the scenarios routed are the topic's, changed live; the
+        # file gives the channels and settings (secrets never go on a topic).
+        if follow_scenarios:
+            config = replace(config, scenarios=())
         self.config = config
+        self.history_dir = history_dir
         self.partitions = partitions or config.settings.partitions
         extra: dict[str, Any] = {}
         sec = KafkaSecurity()  # an embedded broker in this process speaks plaintext
@@ -60,6 +71,9 @@ class NotifyRole:
             extra = faust_app_kwargs(sec)
         self.app = create_app(f"kafka://{bootstrap}", partitions=self.partitions, app_id=app_id,
                               datadir=datadir, **extra, **(app_settings or {}))
+        self.bootstrap = bootstrap
+        self.startup = StartupBounds()  # how long start() waits for partitions of `events`
+        self._stopped = False
         self.metrics = metrics if metrics is not None else Metrics()
         self.health = health if health is not None else Health()
         self.metrics.add_role("notify")
@@ -83,7 +97,7 @@ class NotifyRole:
         history_for = history_from_folder(history_dir, tz, config.settings.signed_symbols) if history_dir else None
         folder = self._folder(bootstrap, ephemeral)
         # What each trigger did over the history, told with each firing: at start, never per event.
-        records = track_records_from_history(config, history_dir) if history_dir else None
+        records = track_records_from_history(config, history_dir) if history_dir and config.scenarios else None
         # Silences mute at send time (notifiers/worker.py); a bad record on `silences` is skipped
         # and the last good silences stay in force.
         self.silences = SilenceFollower(bootstrap=bootstrap, role="notify", sec=sec,
@@ -94,12 +108,62 @@ class NotifyRole:
         events = self.app.topic(T.EVENTS, key_serializer="raw", value_serializer="raw", partitions=self.partitions)
 
         async def handle(event: dict[str, Any]) -> None:
+            if self.follower is not None and self._unknown_version(event):
+                # The engine evaluated it under a scenario version this process has not read yet
+                # (just applied): it is on the topic already, so catching up finds it.
+                await self.follower.sync()
             await self.service.handle(event)
             self.handled += 1
 
         install_notifier(self.app, events, handle, pending=lambda: self.service.pending,
                          inbox_path=folder / "inbox.sqlite", on_bad_record=self._bad_record)
         self.bad_records = 0  # on events
+        self.follower: ScenarioFollower | None = None
+        if follow_scenarios:
+            self.follower = ScenarioFollower(bootstrap=bootstrap, role="notify", sec=sec,
+                                             on_scenarios=self._scenarios_in_force, on_bad_record=self._bad_scenario)
+        self._tracks: dict[str, Any] = dict(records or {})
+
+    # --- the scenarios topic ----------------------------------------------------------------------
+
+    def _unknown_version(self, event: dict[str, Any]) -> bool:
+        v = event.get("scenario_version") if isinstance(event, dict) else None
+        sc = self.follower.by_id.get(event.get("scenario")) if isinstance(event, dict) and self.follower else None
+        return v is not None and (sc is None or sc.version != v)
+
+    def _scenarios_in_force(self, scenarios: tuple[Scenario, ...]) -> None:
+        channels = self.config.channels
+        routed = []
+        for sc in scenarios:
+            missing = [n for n in sc.notify if n not in channels]
+            if missing:
+                log.error("notify: scenario %s names channel(s) %s, which %s does not define: it is notified on "
+                          "the others only (define them there, or apply the scenario without them)",
+                          sc.id, ", ".join(missing), self.config.path)
+                sc = replace(sc, notify=tuple(n for n in sc.notify if n in channels))
+            routed.append(sc)
+        old = {sc.id for sc in self.config.scenarios}
+        self.config = replace(self.config, scenarios=tuple(routed))
+        added = [sc for sc in routed if sc.id not in old]
+        if added and self.history_dir is not None:
+            # Track records of the new ones (a backtest: seconds) off the loop; the alerts of a
+            # scenario go without its record until it is there.
+            loop = asyncio.get_running_loop()
+            sub = replace(self.config, scenarios=tuple(added))
+            fut = loop.run_in_executor(None, track_records_from_history, sub, self.history_dir)
+            fut.add_done_callback(self._tracks_ready)
+        self.service.set_config(self.config, track_records=self._tracks)
+        log.info("notify: %d scenarios in force from %s", len(routed), T.SCENARIOS)
+
+    def _tracks_ready(self, fut: Any) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            log.warning("notify: no track records for the added scenarios: %r", None if fut.cancelled() else fut.exception())
+            return
+        self._tracks.update(fut.result())
+        self.service.set_config(self.config, track_records=self._tracks)
+
+    def _bad_scenario(self, why: str) -> None:
+        self.metrics.bad_records.labels(role="notify", topic=T.SCENARIOS).inc()
         self.bad_silences = 0
 
     def _bad_record(self, why: str) -> None:
@@ -127,22 +191,42 @@ class NotifyRole:
         # this process started mutes.
         await self.silences.start()
         try:
+            if self.follower is not None:
+                await self.follower.start()  # the scenarios in force, before the first event
             await self.service.start()
-            await self.app.start()
         except BaseException:
             await self.silences.stop()
+            if self.follower is not None:
+                await self.follower.stop()
             raise
+        try:
+            await start_watched(self.app.start(), watch_startup(lambda: member_state(self.app), self.startup,
+                                                                group=f"{self.app_id!r} at {self.bootstrap}"))
+        except BaseException:
+            # Stopped here, whoever started it: a faust app left running keeps its consumer thread
+            # (not a daemon) alive, and the process would hang at exit instead of being restarted.
+            await self.stop()
+            raise
+
+    def coordination_error(self) -> str | None:
+        """Why this member's group coordination stopped for good (see streams/member_state.py)."""
+        return coordination_error(self.app)
 
     async def drain(self, timeout: float) -> None:
         await self.service.drain(timeout=timeout)
 
     async def stop(self) -> None:
+        if self._stopped:
+            return  # a start that failed stopped it already
+        self._stopped = True
         try:
             await self.app.stop()
         finally:
             await self.service.stop()
             self._report_unsent()
             await self.silences.stop()
+            if self.follower is not None:
+                await self.follower.stop()
             self.metrics.remove_lag_source(self.app_id)
 
     def _report_unsent(self) -> None:

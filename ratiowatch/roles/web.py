@@ -28,6 +28,7 @@ from ratiowatch.ops.health import Health
 from ratiowatch.notifiers.silences import Silence, encode
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.silence_api import SilenceApi, mute_json
+from ratiowatch.roles.scenarios import ScenarioFollower
 from ratiowatch.roles.silences import SilenceFollower
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.clients import aio_consumer, aio_producer
@@ -45,9 +46,11 @@ MUTE_CHECK_S = 1.0   # how soon a card stops saying "muted" after its silence ru
 class WebRole:
     def __init__(self, hub: LiveHub, *, bootstrap: str, sec: KafkaSecurity | None = None,
                  metrics: Metrics | None = None, health: Health | None = None, client_id: str = "ratiowatch-web",
-                 scenarios: Iterable[tuple[str, str]] | None = None) -> None:
-        """``scenarios``: (id, title) of the config's scenarios, which the silence API lets a silence
-        name (default: those with a status on the topic)."""
+                 scenarios: Iterable[tuple[str, str]] | None = None, follow_scenarios: bool = False) -> None:
+        """``scenarios``: (id, title) of the scenarios in force, which the page shows from its first
+        paint and the silence API lets a silence name (default: those with a status on the
+        topic). ``follow_scenarios``: they are the ``scenarios`` topic's, followed live (a
+        removed scenario's card goes away)."""
         self.hub = hub
         self.bootstrap = bootstrap
         self.sec = sec
@@ -67,18 +70,46 @@ class WebRole:
         self._producer: Any = None
         self._mute_task: asyncio.Task[None] | None = None
         hub.api = SilenceApi(self.silences.silences, self._scenarios, self._write_silence)
+        self.follower: ScenarioFollower | None = None
+        self._in_force: set[str] = set()
+        if follow_scenarios:
+            self._configured = []
+            self.follower = ScenarioFollower(bootstrap=bootstrap, role="web", sec=sec,
+                                             on_scenarios=self._scenarios_in_force, on_bad_record=self._bad_scenario)
+
+    def _scenarios_in_force(self, scenarios: tuple[Any, ...]) -> None:
+        now = {s.id: s.title for s in scenarios}
+        for sid, _ in self._configured or ():
+            if sid not in now:
+                self._statuses.pop(sid, None)
+                self._shown_mute.pop(sid, None)
+                self.hub.publish_status({"type": "status", "scenario": sid, "removed": True})
+        self._configured = list(now.items())
+        self._in_force = set(now)
+        self.hub.fanout.set_order(now)
+        for sid, title in self._configured:
+            if sid not in self._statuses:
+                self.hub.publish_status({"type": "status", "scenario": sid, "title": title, "pending": True})
+
+    def _bad_scenario(self, why: str) -> None:
+        self.counters["bad_records"] += 1
+        self.metrics.bad_records.labels(role="web", topic=T.SCENARIOS).inc()
 
     async def start(self) -> None:
         # Every configured scenario has its card from the first paint, saying it waits for the
         # engine until its status is read (a status from the topic replaces it).
         for sid, title in self._configured or ():
             self.hub.publish_status({"type": "status", "scenario": sid, "title": title, "pending": True})
+        if self.follower is not None:
+            await self.follower.start()  # publishes the pending cards of the scenarios in force
         # Silences first: the first statuses shown already say whether they are muted.
         await self.silences.start()
         try:
             await self._start_statuses()
         except BaseException:
             await self.silences.stop()
+        if self.follower is not None:
+            await self.follower.stop()
             raise
         self._mute_task = asyncio.create_task(self._expire_mutes(), name="web-mutes")
 
@@ -131,6 +162,10 @@ class WebRole:
 
     def _take(self, topic: str, r: Any) -> None:
         if r.value is None:  # a tombstone: the scenario was removed
+            if topic == T.SCENARIO_STATUS and r.key is not None:
+                sid = r.key.decode("utf-8", "replace")
+                if self._statuses.pop(sid, None) is not None:
+                    self.hub.publish_status({"type": "status", "scenario": sid, "removed": True})
             return
         try:
             doc = orjson.loads(r.value)
@@ -142,6 +177,8 @@ class WebRole:
             log.warning("web: skipping a record on %s partition %d offset %d: %s", topic, r.partition, r.offset, e)
             return
         if topic == T.SCENARIO_STATUS:
+            if self.follower is not None and doc["scenario"] not in self._in_force:
+                return  # written before its scenario was removed: its card must not come back
             self.counters["statuses"] += 1
             self._statuses[doc["scenario"]] = doc
             self._show(doc["scenario"], self._mute(doc["scenario"]))

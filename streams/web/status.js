@@ -211,7 +211,17 @@
     text(card.querySelector(".asof"), "No data yet.");
   }
 
+  function removeCard(id) {
+    // The scenario was removed from the scenarios in force (`ratiowatch scenarios apply --prune`).
+    const card = cards.get(id);
+    if (card) card.remove();
+    cards.delete(id);
+    updated.delete(id);
+    origins.delete(id);
+  }
+
   function renderStatus(s) {
+    if (s.removed) { removeCard(s.scenario); return; }
     const card = cardFor(s.scenario);
     if (s.pending) { renderPending(card, s); return; }
     for (const sel of [".windows", ".spark"]) card.querySelector(sel).hidden = false;
