@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULTS['latency_seconds']:g})")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--profile", metavar="DIR", default=None,
-                   help="profile the engine phases with pyinstrument (pip install pyinstrument) into DIR")
+                   help="profile the engine phases with pyinstrument into DIR (pip install 'ratiowatch[profile]')")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         import os
 
         if importlib.util.find_spec("pyinstrument") is None:
-            print("ratiowatch bench: --profile needs pyinstrument (pip install pyinstrument)", file=sys.stderr)
+            print("ratiowatch bench: --profile needs pyinstrument (pip install 'ratiowatch[profile]')", file=sys.stderr)
             return 2
         os.makedirs(args.profile, exist_ok=True)
 
