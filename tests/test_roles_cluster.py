@@ -1,5 +1,9 @@
-"""The deployed shape, as separate processes on one embedded broker (`ratiowatch broker`):
-2 engines, 1 notify, 2 web, 1 source, each serving /metrics, /healthz and /readyz.
+"""The deployed shape, as separate processes on one broker (the one RATIOWATCH_TEST_BROKER selects:
+the embedded mock or Tansu): 2 engines, 1 notify, 2 web, 1 source, each serving /metrics,
+/healthz and /readyz, with the scenarios applied to the cluster by `ratiowatch scenarios apply`.
+
+- the two engines, started at the same instant, form their group and become ready without any
+  restart (a role that exits fails the test);
 
 - every web process's /status lists every scenario of the config, whatever engine owns it;
 - the engines' ``ratiowatch_ticks_in_total`` add up to what the source sent, read directly and
@@ -27,43 +31,48 @@ from pathlib import Path
 import pytest
 
 from prometheus_peer import PrometheusPeer
-from ratiowatch.config import load_config
+from ratiowatch.config import default_config_path, load_config
 from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
-pytestmark = pytest.mark.broker
+pytestmark = [pytest.mark.broker, pytest.mark.both_brokers]
 RW = [str(Path(sys.executable).with_name("ratiowatch"))]
 REPO = Path(__file__).resolve().parents[1]
 
 
+def apply_scenarios(url: str, env: dict[str, str]) -> None:
+    """The shipped scenario file onto the cluster's `scenarios` topic, as an operator does."""
+    p = subprocess.run(RW + ["scenarios", "apply", default_config_path(), "--broker", url], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode == 0, f"scenarios apply exited {p.returncode}: {p.stdout}{p.stderr}"
+
+
 class Role:
-    """A role command in its own process, with its ops server on a free port. ``restart()`` is
-    what compose's restart policy does for a role that exits on its own (code 1: could not start
-    in time; code 3: unready too long, e.g. left without partitions by the embedded broker's
-    SyncGroup quirk, see docs/faults.md)."""
+    """A role command in its own process, with its ops server on a free port. Nothing restarts it:
+    a role that exits on its own fails the wait that sees it (``running``)."""
 
     def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
         self.name, self.args, self.workdir, self.env = name, args, workdir, env
         self.log = workdir / f"{name}.log"
-        self.restarts = 0
-        self._start()
-
-    def _start(self) -> None:
+        # Started without waiting for it: roles created one after another start at the same instant.
         self.proc = subprocess.Popen(RW + self.args + ["--http", "127.0.0.1:0"], stdout=subprocess.PIPE,
                                      stderr=open(self.log, "a"), text=True, env=self.env, cwd=self.workdir)
-        line = self.proc.stdout.readline()
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert m, f"{self.name}: {line!r} {self.log.read_text()[-2000:]}"
-        self.port = int(m.group(1))
+        self._port: int | None = None
 
-    def supervise(self) -> bool:
-        """Restart the role if it exited by itself with 1 or 3; True while it runs."""
+    @property
+    def port(self) -> int:
+        """Its ops server's port, from the first line it prints (read on first use)."""
+        if self._port is None:
+            line = self.proc.stdout.readline()
+            m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+            assert m, f"{self.name}: {line!r} {self.log.read_text()[-2000:]}"
+            self._port = int(m.group(1))
+        return self._port
+
+    def running(self) -> bool:
+        """True while it runs; fails, with its log, once it has exited."""
         code = self.proc.poll()
-        if code is None:
-            return True
-        assert code in (1, 3), f"{self.name} exited with {code}: {self.log.read_text()[-2000:]}"
-        self.restarts += 1
-        self._start()
-        return False
+        assert code is None, f"{self.name} exited with {code}: {self.log.read_text()[-3000:]}"
+        return True
 
     def get(self, path: str) -> tuple[int, bytes]:
         try:
@@ -101,34 +110,32 @@ def until(cond, what, timeout: float) -> float:
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(kafka_broker, tmp_path):
+    # After kafka_broker: its settings for the broker (RATIOWATCH_IDEMPOTENCE on Tansu) are in os.environ.
     env = {**os.environ, "RATIOWATCH_DATADIR": str(tmp_path / "data"), "RATIOWATCH_SESSION_TIMEOUT_S": "6"}
-    broker = subprocess.Popen(RW + ["broker", "--partitions", "8"], stdout=subprocess.PIPE, text=True)
     roles: list[Role] = []
     try:
-        bootstrap = re.match(r"bootstrap: (127\.0\.0\.1:\d+)", broker.stdout.readline()).group(1)
-        yield f"kafka://{bootstrap}", tmp_path, env, roles
+        yield kafka_broker.url, tmp_path, env, roles
     finally:
         for r in roles:
             r.stop(signal.SIGKILL) if r.proc.poll() is None else None
-        broker.terminate()
-        broker.wait(timeout=30)
 
 
 async def test_four_roles_as_processes_show_every_scenario_and_count_every_tick(cluster):
     url, work, env, roles = cluster
     ids = {s.id for s in load_config().scenarios}
 
-    engine_args = ["engine", "--broker", url, "--origin", "simulated", "--start-timeout", "30", "--unready-timeout", "20"]
-    first = Role("engine-1", engine_args, work, env)
-    roles.append(first)
+    apply_scenarios(url, env)
+    engine_args = ["engine", "--broker", url, "--origin", "simulated"]
+    first, second = Role("engine-1", engine_args, work, env), Role("engine-2", engine_args, work, env)
+    roles += [first, second]
     code, body = first.get("/readyz")  # its group is not even joined yet
     assert code == 503 and "no partitions assigned yet" in body.decode(), body
-    second = Role("engine-2", engine_args, work, env)
     notify = Role("notify", ["notify", "--broker", url], work, env)
     webs = [Role(f"web-{i}", ["web", "--broker", url], work, env) for i in (1, 2)]
-    roles += [second, notify, *webs]
-    until(lambda: all(r.supervise() and r.get("/readyz")[0] == 200 for r in roles), "every role ready", 180)
+    roles += [notify, *webs]
+    until(lambda: all(r.running() and r.get("/readyz")[0] == 200 for r in roles),
+          lambda: "every role ready: " + ", ".join(f"{r.name} {r.get('/readyz')}" for r in roles), 180)
     assert all(r.get("/healthz")[0] == 200 for r in roles)
 
     source = Role("source", ["source", "--broker", url, "--sim-rate", "20"], work, env)
@@ -139,7 +146,6 @@ async def test_four_roles_as_processes_show_every_scenario_and_count_every_tick(
     out = source.proc.stdout.read()
     sent = int(re.search(r"stopped: (\d+) ticks", out).group(1))
     engines = [first, second]
-    print(f"engine restarts by the supervisor while the group formed: {first.restarts + second.restarts}")
     until(lambda: sum(e.metric("ratiowatch_ticks_in_total") for e in engines) == sent,
           lambda: f"the engines' ticks_in {[e.metric('ratiowatch_ticks_in_total') for e in engines]} add up to "
                   f"the {sent} ticks sent", 60)
