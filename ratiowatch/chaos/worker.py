@@ -77,7 +77,11 @@ async def _main(args: argparse.Namespace, config: Any) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await notify.start()
-    await rt.start()
+    try:
+        await rt.start()  # on failure it stops itself, saying which bound it passed (roles/startup_watch.py)
+    except BaseException:
+        await notify.stop()  # its consumer thread (not a daemon) would hold the exit back
+        raise
     print("ready", flush=True)
     try:
         await stop.wait()
