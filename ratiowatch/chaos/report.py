@@ -16,7 +16,7 @@ def format_report(r: dict[str, Any]) -> str:
         f"dead-lettered {t['dead_lettered']}, lost {t['lost']}  (dlq repeats {t['dlq_duplicates']}, "
         f"wrong reason {t['dlq_wrong_reason']}, unwitnessed {t['unwitnessed']})",
         f"events:        expected {e['expected']}, emitted {e['emitted']}, duplicated {e['duplicated']}, "
-        f"missing {e['missing']}, unexpected {e['unexpected']}",
+        f"missing {e['missing']}, unexpected {e['unexpected']}  (broker retry copies {e['broker_retry_copies']})",
         f"notifications: expected {n['expected']}, delivered {n['delivered']}, duplicated {n['duplicated']}, "
         f"dead-lettered {n['dead_lettered']}, lost {n['lost']}",
         f"               events out while the endpoint failed: {e['during_endpoint_faults']}",
@@ -29,7 +29,15 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append("missing e.g.:  " + "; ".join(e["examples_missing"]))
     if e["examples_duplicated"]:
         lines.append("repeated e.g.: " + ", ".join(e["examples_duplicated"]))
+    if e["broker_retry_copies"]:
+        lines.append(f"broker retry copies: {e['broker_retry_copies']} records, not counted as duplicated: "
+                     f"{e['broker_retry_why']}.")
+        lines += [f"  partition {b['partition']} offsets {b['offsets'][0]}-{b['offsets'][1]} again at "
+                  f"{b['copy_offsets'][0]}-{b['copy_offsets'][1]} (same values and record times), read at "
+                  f"{b['copy_read_at_s']}s after {', '.join(b['faults_before']) or 'no fault'}"
+                  for b in e["broker_retry_blocks"]]
     if r["worker_exits_unplanned"]:
         lines += ["unplanned worker exits:"] + [f"  {x}" for x in r["worker_exits_unplanned"]]
-    lines.append("PASS: nothing lost, missing or duplicated" if r["passed"] else "FAIL")
+    copies = f" ({e['broker_retry_copies']} broker retry copies aside, above)" if e["broker_retry_copies"] else ""
+    lines.append(f"PASS: nothing lost, missing or duplicated{copies}" if r["passed"] else "FAIL")
     return "\n".join(lines)

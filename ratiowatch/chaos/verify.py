@@ -11,8 +11,10 @@ Counting rules (docs/faults.md):
   tick's unique price, or by the feed message's marker), otherwise the missing records are *lost*.
 - Events: *expected* is the backtest over exactly the valid ticks sent; *emitted* counts expected
   event_ids seen with the expected content; *duplicated* counts records beyond the first per
-  event_id; *missing* the expected ones never seen; *unexpected* ids seen that the backtest does
-  not have (or with other content).
+  event_id, except *broker retry copies* (:mod:`.repeats`: a produce batch the embedded broker
+  appended twice, which Kafka stores once), counted and shown apart and not failing the run;
+  *missing* the expected ones never seen; *unexpected* ids seen that the backtest does not have
+  (or with other content).
 - Notifications: *expected* (event_id, channel) pairs are the expected trigger events the
   scenario notifies; *delivered* pairs got at least one 200 from the endpoint, each further 200 is
   *duplicated*; a pair never answered 200 but on ``notifications.dlq`` is *dead-lettered*; the rest
@@ -31,6 +33,7 @@ import orjson
 
 from .observed import Observed
 from .plan import HOOK, witness_id
+from .repeats import BROKER_RETRY_WHY, Placed, blocks_evidence, classify_repeats, duplicates_where
 
 __all__ = ["expected_pairs", "verify", "passed"]
 
@@ -41,6 +44,7 @@ def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:
     expected = {e["event_id"]: e for e in obs.expected_events}
     seen: Counter[str] = Counter()
     copies: dict[str, list[int]] = defaultdict(list)  # event id -> indexes of its records
+    ids: list[str | None] = []
     good_at: dict[str, float] = {}
     unexpected: set[str] = set()
     for i, (t, raw) in enumerate(obs.events):
@@ -49,7 +53,9 @@ def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:
             eid = ev["event_id"]
         except (orjson.JSONDecodeError, TypeError, KeyError):
             unexpected.add(f"<unreadable {raw[:40]!r}>")
+            ids.append(None)
             continue
+        ids.append(eid)
         seen[eid] += 1
         copies[eid].append(i)
         if expected.get(eid) == ev:
@@ -57,32 +63,26 @@ def _events(obs: Observed) -> tuple[dict[str, Any], dict[str, float]]:
         else:
             unexpected.add(eid)
     missing = [eid for eid in expected if eid not in good_at]
+    placed = [Placed(p, o, ts, raw) for (p, o, ts), (_, raw) in zip(obs.event_places, obs.events)]
+    rep = classify_repeats(placed, ids)
+    read_at = [t for t, _ in obs.events]
+    where = {(r.partition, r.offset): i for i, r in enumerate(placed)}
+    repeated = {e: c for e, c in copies.items() if len(c) > 1}
     return {
         "expected": len(expected),
         "emitted": len(good_at),
-        "duplicated": sum(n - 1 for n in seen.values()),
+        "duplicated": sum(rep.duplicated.values()),
+        "broker_retry_copies": sum(rep.broker_copies.values()),
         "missing": len(missing),
         "unexpected": len(unexpected),
         "examples_missing": [_describe(expected[e]) for e in sorted(missing, key=lambda e: expected[e]["ts_ms"])[:5]],
-        "examples_duplicated": sorted(e for e, n in seen.items() if n > 1)[:5],
-        "duplicates_where": _duplicates_where(obs, {e: c for e, c in copies.items() if len(c) > 1}),
+        "examples_duplicated": sorted(rep.duplicated)[:5],
+        "broker_retry_blocks": blocks_evidence(rep.blocks, {k: read_at[i] for k, i in where.items()},
+                                               {k: placed[i] for k, i in where.items()}, obs.faults),
+        "broker_retry_why": BROKER_RETRY_WHY if rep.broker_copies else None,
+        "duplicates_where": duplicates_where(repeated, read_at, placed, obs.faults,
+                                             set(rep.broker_copies) - set(rep.duplicated)),
     }, good_at
-
-
-def _duplicates_where(obs: Observed, copies: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """For each event on the topic more than once (first 20): where each copy is (partition,
-    offset, the record's timestamp), when the reader got it, and the faults that began in the 10 s
-    before it arrived -- the evidence to tell a producer retry from a worker re-applying ticks."""
-    out = []
-    for eid, idx in sorted(copies.items(), key=lambda kv: obs.events[kv[1][0]][0])[:20]:
-        rows = []
-        for i in idx:
-            t = obs.events[i][0]
-            p, o, ts = obs.event_places[i] if i < len(obs.event_places) else (-1, -1, -1)
-            near = [f"{f.kind}@{f.start:.1f}s" for f in obs.faults if t - 10 <= f.start <= t]
-            rows.append({"partition": p, "offset": o, "record_ts_ms": ts, "read_at_s": round(t, 2), "faults_before": near})
-        out.append({"event_id": eid, "copies": rows})
-    return out
 
 
 def _describe(e: dict[str, Any]) -> str:
