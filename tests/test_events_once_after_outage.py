@@ -1,14 +1,18 @@
-"""Events read twice after a broker outage (docs/faults.md, finding 6): where the second copy
-comes from.
+"""Events read twice after a broker outage (docs/faults.md, finding 6): a documented limit of the
+embedded broker, pinned here.
 
 The situation: the broker goes down while the engine's produce request for an event is in flight,
 after the broker has appended the batch and before its answer reached the producer. The producer
-retries the batch once the broker is back. Kafka drops that retry by the batch's producer id and
-sequence number (the engine's producer is idempotent, streams/faust_consumer.py); the embedded
-broker (librdkafka's mock cluster) checks sequence numbers only for transactional producers, so it
-appends the batch a second time. These tests pin both halves of that: the engine emits the event
-once, and the two copies on the topic are one producer batch stored twice (same record time,
-adjacent offsets), not a second emission or a reader reading one record twice.
+retries the batch once the broker is back. Kafka recognises that retry by the batch's producer id,
+epoch and sequence number (the engine's producer is idempotent, streams/faust_consumer.py), does
+not append it again and answers with the first append's offsets: one record. The embedded broker
+(librdkafka's mock cluster, streams/broker.py) checks sequence numbers only for transactional
+producers, so it appends the batch a second time, right after the first. These tests pin both
+halves of that: the engine emits the event once, and the two copies on the topic are one producer
+batch stored twice (same record time, adjacent offsets), which the chaos verdict counts as a
+broker retry copy (ratiowatch/chaos/repeats.py), not as a duplicated event. Should the mock start
+checking sequence numbers, there is one copy and these tests fail: then the limit is gone from
+docs/faults.md and streams/broker.py too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaProducer
 
+from ratiowatch.chaos.repeats import Placed, classify_repeats
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
 from ratiowatch.streams import topics as T
@@ -90,7 +95,7 @@ async def test_a_retried_produce_is_stored_twice_by_the_embedded_broker_even_fro
     assert len(copies) == 2 and _one_batch_twice(copies), [(r.offset, r.timestamp, r.value) for r in records]
 
 
-async def test_the_engine_emits_an_event_once_when_the_broker_drops_the_answer_to_its_produce(tmp_path):
+async def test_limit_of_the_embedded_broker_the_engine_emits_once_and_the_retried_batch_is_stored_twice(tmp_path):
     broker = EmbeddedBroker()
     ensure_topics(broker, PARTITIONS)
     rt = EngineRole(load_config(FIXTURES / "levels.yaml"), broker_url=broker.url, datadir=str(tmp_path))
@@ -120,5 +125,9 @@ async def test_the_engine_emits_an_event_once_when_the_broker_drops_the_answer_t
     ids = [orjson.loads(r.value)["event_id"] for r in on_topic]
     assert len(set(ids)) == 1
     # The embedded broker holds that one send twice: the producer's retry of a batch it had
-    # appended (see the module docstring). On Kafka this is one record.
+    # appended (see the module docstring). Kafka drops the retry by its producer id and sequence
+    # number and holds one record.
     assert len(on_topic) == 2 and _one_batch_twice(on_topic), [(r.partition, r.offset, r.timestamp) for r in on_topic]
+    # The chaos verdict sees the same: a broker retry copy, not a duplicated event.
+    verdict = classify_repeats([Placed(r.partition, r.offset, r.timestamp, r.value) for r in on_topic], ids)
+    assert (verdict.duplicated, verdict.broker_copies) == ({}, {ids[0]: 1})
