@@ -8,6 +8,13 @@ faust/aiokafka and kafka-python 2.3.x connect to it exactly as to Kafka. Its lim
   mock API, and faust runs with ``topic_allow_declare=False``;
 - it keeps at most 5 MB or 100,000 message sets per partition and silently drops older data,
   so a consumer that falls further behind loses data: keep consumers close behind producers;
+- it checks producer ids and sequence numbers only for transactional producers (librdkafka's
+  ``rd_kafka_mock_validate_records`` returns at once without a TransactionalId): when the answer
+  to a produce request is lost (the broker went down after appending it), the idempotent
+  producer's retry is appended a second time, right after the first, where Kafka would recognise
+  it and store the batch once. So an event may be on ``events`` twice here, once on Kafka;
+  the chaos run counts such copies apart (``broker_retry_copies``, ``ratiowatch/chaos/repeats.py``)
+  and ``tests/test_events_once_after_outage.py`` pins the limit;
 - it lives exactly as long as the process that created it (``ratiowatch broker`` keeps one
   alive in the foreground for other processes to share).
 """

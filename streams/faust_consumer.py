@@ -292,7 +292,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 # RATIOWATCH_IDEMPOTENCE   on (default) | off: every faust app of the process (engine, notify).
 #
 # ``on``: the producer asks the broker for a producer id (InitProducerId) and numbers its batches,
-# so a produce request retried after its answer was lost is not written twice. A broker that does
+# so a produce request retried after its answer was lost is not written twice (on Kafka; the
+# embedded broker checks the numbers only for transactional producers and stores such a retry
+# twice, see streams/broker.py). A broker that does
 # not grant producer ids (Tansu 0.6.0 answers UnknownError) stops the role at start with
 # :class:`IdempotenceUnsupported`, naming the capability and this setting: never a silent downgrade.
 # ``off``: for such brokers only. Said at start (a WARNING naming what is given up, see
@@ -330,7 +332,8 @@ class IdempotentProducer(faust_aiokafka.Producer):
     """faust's producer with Kafka's idempotence on (faust turns it on only for exactly-once).
     aiokafka retries a produce request when the connection drops before the answer, and the
     broker may have written the batch already: without producer ids and sequence numbers it
-    would be written twice (see docs/faults.md, finding 6). ``app.idempotent`` False
+    would be written twice (Kafka drops the retry by them; the embedded broker does not, see
+    streams/broker.py and docs/faults.md, finding 6). ``app.idempotent`` False
     (RATIOWATCH_IDEMPOTENCE=off, set by create_app) leaves it off, with ``acks=all`` still."""
 
     def _idempotent(self) -> bool:
