@@ -9,7 +9,9 @@ against the batch computation (docs/faults.md). Tooling, not the product: nothin
 - :mod:`.peers`: the notification endpoint that fails on command and the garbage feed;
 - :mod:`.reader`: the output topics read back as a downstream service would;
 - :mod:`.supervisor`: the parent's handle on the worker process; :mod:`.worker`: that process;
-- :mod:`.observed`: what the run recorded; :mod:`.verify`: the verdict on it (pure);
+- :mod:`.observed`: what the run recorded; :mod:`.verify`: the verdict on it (pure), with
+  :mod:`.repeats` telling the engine's duplicated events from the embedded broker's copies of a
+  retried produce batch;
 - :mod:`.report`: the report printed without ``--json`` (pure).
 
 Nothing is imported here, so that the worker process (``python -m ratiowatch.chaos.worker``)
