@@ -3,6 +3,7 @@ exits non-zero at once saying which, and never hangs (ratiowatch/roles/startup_w
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -108,3 +109,32 @@ async def test_a_failed_start_leaves_no_client_thread_to_hold_the_process(tmp_pa
         for t in left:
             t.join(10)
         assert not [t.name for t in left if t.is_alive()]
+
+
+async def test_a_running_role_whose_group_coordination_stops_exits_3_at_once(capsys):
+    # After the start nothing else would notice: the member owns nothing and never will again.
+    from argparse import Namespace
+
+    from ratiowatch.commands._role import serve_role
+    from ratiowatch.ops.health import Health
+    from ratiowatch.ops.metrics import Metrics
+
+    why: list[str] = []
+    stopped: list[bool] = []
+
+    async def start() -> None:
+        asyncio.get_running_loop().call_later(0.5, why.append, "KafkaError: UnknownError")
+
+    async def stop() -> None:
+        stopped.append(True)
+
+    args = Namespace(http=None, start_timeout=5.0, recovery_timeout=5.0, broker="kafka://127.0.0.1:9",
+                     duration=60.0, unready_timeout=60.0)
+    t0 = time.monotonic()
+    code = await serve_role("engine", args, Metrics(), Health(), start, stop,
+                            coordination=lambda: why[0] if why else None)
+    assert code == 3 and stopped == [True]
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err
+    assert "the group coordination of engine stopped on an answer the client does not recover from " \
+           "(KafkaError: UnknownError)" in err, err
