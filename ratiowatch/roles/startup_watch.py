@@ -96,7 +96,7 @@ async def start_watched(start: Awaitable[None], watch: Awaitable[None]) -> None:
     try:
         done, _ = await asyncio.wait({starting, watching}, return_when=asyncio.FIRST_EXCEPTION)
         for task in (watching, starting):  # the watch's verdict says more than what it interrupted
-            if task in done and task.exception() is not None:
+            if task in done and not task.cancelled() and task.exception() is not None:
                 raise task.exception()
     finally:
         for task in (starting, watching):
