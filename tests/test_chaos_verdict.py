@@ -12,9 +12,10 @@ from ratiowatch.agents.events import event_id
 from ratiowatch.chaos.observed import FaultRecord, Observed
 from ratiowatch.chaos.repeats import is_batch_copy
 from ratiowatch.chaos.report import format_report
-from ratiowatch.chaos.verify import passed, verify
+from ratiowatch.chaos.verify import failures, passed, verify
 
 T0 = 1_767_000_000_000  # a record timestamp (ms), as the producer stamps it
+RUN = {"dates": 1, "first_date": "a", "last_date": "b", "seed": 1, "seconds": 1, "worker_starts": 1}
 
 
 def _event(n: int) -> dict:
@@ -65,8 +66,8 @@ def test_a_batch_appended_again_right_after_itself_is_broker_retry_copies_and_pa
     # the evidence of where each copy is stays
     assert [(w["broker_retry_copy"], [c["offset"] for c in w["copies"]]) for w in e["duplicates_where"]] == [
         (True, [10, 13]), (True, [11, 14]), (True, [12, 15])]
-    text = format_report({**r, "passed": passed(r), "run": {"dates": 1, "first_date": "a", "last_date": "b",
-                                                            "seed": 1, "seconds": 1, "worker_starts": 1}})
+    assert failures(r) == []
+    text = format_report({**r, "passed": passed(r), "run": RUN})
     assert "duplicated 0" in text and "broker retry copies 3" in text
     assert "partition 0 offsets 10-12 again at 13-15" in text and "PASS" in text
 
@@ -96,6 +97,7 @@ def test_any_other_repeat_is_a_duplicate_that_fails(records, why):
     r = verify(_observed(records))
     e = r["events"]
     assert not passed(r), why
+    assert "events duplicated 1" in failures(r)
     assert (e["duplicated"], e["broker_retry_copies"]) == (1, 0), why
     assert e["examples_duplicated"] == [EVENTS[0]["event_id"]]
     assert e["duplicates_where"][0]["broker_retry_copy"] is False
@@ -114,8 +116,9 @@ def test_a_broker_copy_and_an_engine_resend_of_the_same_event_are_told_apart():
                + [(0, 16, T0 + 9_000, EVENTS[1])] + once[3:])
     r = verify(_observed(records))
     e = r["events"]
-    assert not passed(r)
+    assert failures(r) == ["events duplicated 1"]
     assert (e["duplicated"], e["broker_retry_copies"]) == (1, 3)
+    assert format_report({**r, "passed": False, "run": RUN}).endswith("FAIL: events duplicated 1")
     assert e["examples_duplicated"] == [EVENTS[1]["event_id"]]
     assert e["duplicates_where"][0]["event_id"] == EVENTS[1]["event_id"]  # the failing one shown first
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .verify import failures
+
 __all__ = ["format_report"]
 
 
@@ -39,5 +41,6 @@ def format_report(r: dict[str, Any]) -> str:
     if r["worker_exits_unplanned"]:
         lines += ["unplanned worker exits:"] + [f"  {x}" for x in r["worker_exits_unplanned"]]
     copies = f" ({e['broker_retry_copies']} broker retry copies aside, above)" if e["broker_retry_copies"] else ""
-    lines.append(f"PASS: nothing lost, missing or duplicated{copies}" if r["passed"] else "FAIL")
+    lines.append(f"PASS: nothing lost, missing or duplicated{copies}" if r["passed"]
+                 else "FAIL: " + ", ".join(failures(r)))
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from .drain import drain
 from .drive import drive
 from .options import ChaosOptions
 from .rig import Rig, set_up
-from .verify import passed, verify
+from .verify import failures, passed, verify
 
 __all__ = ["run_chaos"]
 
@@ -57,6 +57,7 @@ def _report(rig: Rig, began: float) -> dict[str, Any]:
                      "seconds": round(time.monotonic() - began, 1),
                      "workdir": str(rig.work) if rig.tmp is None else None}
     report["passed"] = passed(report)
+    report["failed_on"] = failures(report)
     if rig.tmp is not None:
         rig.tmp.cleanup()
     return report

@@ -35,7 +35,7 @@ from .observed import Observed
 from .plan import HOOK, witness_id
 from .repeats import BROKER_RETRY_WHY, Placed, blocks_evidence, classify_repeats, duplicates_where
 
-__all__ = ["expected_pairs", "verify", "passed"]
+__all__ = ["expected_pairs", "verify", "passed", "failures"]
 
 _MARK = re.compile(r"chaos#(\d+)#")
 
@@ -276,9 +276,17 @@ def verify(obs: Observed) -> dict[str, Any]:
     }
 
 
+_MUST_BE_ZERO = {"ticks": ("lost", "dlq_wrong_reason", "dlq_without_reason"),
+                 "events": ("missing", "duplicated", "unexpected"),
+                 "notifications": ("lost", "duplicated", "unexpected")}
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """What makes the run fail, e.g. ``["notifications duplicated 1"]``: every figure that must be 0
+    and is not. Broker retry copies (:mod:`.repeats`) are not among them."""
+    return [f"{part} {k} {report[part][k]}" for part, keys in _MUST_BE_ZERO.items() for k in keys if report[part][k]]
+
+
 def passed(report: dict[str, Any]) -> bool:
     """Nothing lost, missing, duplicated or unexplained."""
-    t, e, n = report["ticks"], report["events"], report["notifications"]
-    return (t["lost"] == 0 and t["dlq_wrong_reason"] == 0 and t["dlq_without_reason"] == 0
-            and e["missing"] == 0 and e["duplicated"] == 0 and e["unexpected"] == 0
-            and n["lost"] == 0 and n["duplicated"] == 0 and n["unexpected"] == 0)
+    return not failures(report)
