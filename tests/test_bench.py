@@ -127,6 +127,16 @@ def test_json_has_every_figure_the_report_promises(result):
     assert set(eng["by_scenarios"]) == {"10", "100"} and all(v > 0 for v in eng["by_scenarios"].values())
     assert eng["single_tick_records"]["ticks_per_s"] > 0
     assert eng["vs_limit"] > 0 and eng["vs_baseline"] > 0
+    assert eng["single_tick_records"]["vs_limit"] > 0
+    # where the latency phase's time went, event by event, in the worker
+    b = eng["latency"]["latency_breakdown_ms"]
+    assert 0 < b["events_traced"] <= eng["latency"]["events"]
+    assert b["released_by_timer"] + b["released_by_arrival"] == b["events_traced"]
+    for part in ("ticks_hop", "shard_hop", "watermark_wait", "evaluation", "produce_to_send"):
+        assert set(b[part]) == {"p50", "p99", "max"} and b[part]["p50"] is not None
+    # each part is a cut of the whole: none exceeds it (same clock, same event)
+    assert max(b[p]["max"] for p in ("ticks_hop", "shard_hop", "watermark_wait", "evaluation")) \
+        <= b["produce_to_send"]["max"]
     K = eng["keyed"]
     for keying in ("by_source", "by_symbol"):
         for shape in ("batches", "single"):
@@ -150,9 +160,38 @@ def test_json_has_every_figure_the_report_promises(result):
     table = format_table(result)
     for line in ("limit     aiokafka    batches ", "baseline  faust       single ", "engine    ratiowatch  batches ",
                  "latency", "peak RSS", "event time, what the watermark costs", "source    batches ",
-                 "symbol    single ", "keyed by symbol / by source, batches: ticks/s"):
+                 "symbol    single ", "keyed by symbol / by source, batches: ticks/s", "where it goes, ms p50 / p99"):
         assert line in table
+    assert "peers" not in result and "Bytewax" not in table  # only with --peers
     assert f"{TICKS:,}" in table
+
+
+def test_peers_run_the_same_stream_or_are_reported_as_not_installed():
+    """Each peer installed for this interpreter processes every tick sent, as a ratio to the given
+    limit; one that is not installed is reported so, not as a failure."""
+    from ratiowatch.bench.peers import PEERS, installed, run_peers
+    from ratiowatch.bench.report import format_peers
+
+    market = BenchMarket(None, 40, ticks_per_session=3_000)
+    stream = market.ticks(2_000)
+    peers = run_peers(single_records(stream, 4), 4, market.partners(), 100_000.0)
+    versions = installed(peers["python"])
+    assert set(versions) == set(PEERS)
+    for peer in PEERS:
+        r = peers[peer]
+        if versions[peer] is None:
+            assert r == {"installed": False}
+            continue
+        assert "error" not in r, r
+        assert r["ticks"] == r["sent"] == r["records"] == 2_000
+        assert r["version"] == versions[peer] and 0 < r["ratios"] <= 2_000
+        assert r["vs_limit"] == round(r["ticks_per_s"] / 100_000.0, 3)
+    lim = {"ticks": 2_000, "seconds": 0.01, "ticks_per_s": 100_000, "ticks_per_cpu_s": 100_000}
+    eng = {**lim, "ticks_per_s": 50_000, "vs_limit": 0.5}
+    lines = format_peers({"limit": {"single_tick_records": lim}, "engine": {"single_tick_records": eng},
+                          "peers": {**peers, "quixstreams": {"installed": False}}})
+    assert any(line.startswith("Quix Streams") and "not installed" in line for line in lines)
+    assert lines[-1].startswith("engine (ratiowatch)") and lines[-1].rstrip().endswith("0.50")
 
 
 def test_bad_arguments_exit_2(capsys):
@@ -161,6 +200,7 @@ def test_bad_arguments_exit_2(capsys):
     assert e.value.code == 2
     assert "whole numbers" in capsys.readouterr().err
     assert main(["bench", "--latency-seconds", "0"]) == 2
+    assert main(["bench", "--peers-python", "/usr/bin/python3"]) == 2  # only with --peers
 
 
 async def test_a_worker_whose_faust_app_crashed_is_reported_not_waited_for(tmp_path):

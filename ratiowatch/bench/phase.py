@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ratiowatch.streams import topics
 from ratiowatch.streams.app import ensure_topics
@@ -59,17 +59,22 @@ def _expect(conn: Any, proc: Any, what: str, timeout: float = 600.0) -> Any:
 
 def run_phase(kind: str, what: str, spec: dict[str, Any], bootstrap: str, topic: str, records: list[Record],
               partitions: int, rate: float | None = None, timer: EventTimer | None = None,
-              burst: int = 1) -> dict[str, Any]:
+              burst: int = 1, spawn: Callable[[str, dict[str, Any]], tuple[Any, Any, Any]] | None = None,
+              prefill: bool | None = None) -> dict[str, Any]:
     """Run one phase of ``kind`` (limit, baseline, engine: :data:`ratiowatch.bench.workers.PHASES`)
     over ``records`` on ``topic``; its result with what was sent and the rates. ``rate`` (ticks/s)
-    paces the feed, ``timer`` times events back from the broker."""
+    paces the feed, ``timer`` times events back from the broker. ``spawn(kind, spec)`` starts the
+    worker (default: a spawned process running :mod:`.workers`; the peers bring their own);
+    ``prefill``: what fits goes on the broker before the worker starts (default: the limit's)."""
     window = WINDOW_BYTES_PER_PARTITION * partitions
     # The bare consumer reads faster than any feed: what fits is on the broker before it starts, so
-    # it measures reading, not producing. The others start their clock when they are ready, the
-    # feed starts then and stays well ahead of them (see workers._Clock).
-    ahead = prefill_count(records, window) if kind == "limit" and rate is None else 0
+    # it measures reading, not producing (its clock starts at its first record; so do the peers').
+    # The others start their clock when they are ready, the feed starts then and stays well ahead
+    # of them (see workers._Clock).
+    prefill = kind == "limit" if prefill is None else prefill
+    ahead = prefill_count(records, window) if prefill and rate is None else 0
     sent_ahead = feed(bootstrap, topic, records, lambda: 0, window_bytes=window, last=ahead)["ticks"] if ahead else 0
-    proc, conn, progress = _spawn(kind, spec)
+    proc, conn, progress = (spawn or _spawn)(kind, spec)
     try:
         info = _expect(conn, proc, what)
         sent = feed(bootstrap, topic, records, lambda: progress.value, window_bytes=window, first=ahead, rate=rate,
@@ -103,7 +108,8 @@ def engine_phase(what: str, market: BenchMarket, stream: list[Any], records: lis
     with EmbeddedBroker() as broker:
         ensure_topics(broker, partitions)
         spec = {"url": broker.url, "partitions": partitions, "ticks": sum(r[3] for r in records),
-                "market": market.spec(), "profile": profile}
+                "market": market.spec(), "profile": profile,
+                "trace": latency, "warmup_ticks": warmup_ticks}
         timer = EventTimer(broker.bootstrap, topics.EVENTS, partitions, warmup_ticks) if latency else None
         try:
             r = run_phase("engine", what, spec, broker.bootstrap, topics.TICKS, records, partitions, rate, timer,

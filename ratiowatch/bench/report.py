@@ -5,11 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_table"]
+__all__ = ["format_table", "format_peers"]
 
 
 def _n(x: Any) -> str:
     return "-" if x is None else f"{x:,.0f}" if isinstance(x, (int, float)) and abs(x) >= 100 else f"{x:,.2f}"
+
+
+def _breakdown(lat: dict[str, Any]) -> list[str]:
+    """Where the latency phase's time went (ratiowatch.bench.trace), p50 / p99 of each part."""
+    b = lat.get("latency_breakdown_ms")
+    if not b or not b.get("events_traced"):
+        return []
+    parts = "; ".join(f"{label} {b[k]['p50']} / {b[k]['p99']}" for k, label in
+                      (("ticks_hop", "ticks hop"), ("shard_hop", "shard hop"), ("watermark_wait", "watermark wait"),
+                       ("evaluation", "evaluation"), ("produce_to_send", "tick produced -> event sent")))
+    return [f"  where it goes, ms p50 / p99 over {b['events_traced']:,} events: {parts}"]
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -34,6 +45,7 @@ def format_table(r: dict[str, Any]) -> str:
               f"latency, tick produced -> event read from `events`, at {L['offered_ticks_per_s']:,.0f} ticks/s offered "
               f"over {L['scenarios']:,} scenarios: "
               f"p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms ({L['latency_samples']:,} events)",
+              *_breakdown(L),
               f"worker peak RSS: {eng['peak_rss_mb']:,.0f} MB (batches), "
               f"{eng['single_tick_records']['peak_rss_mb']:,.0f} MB (single); "
               f"scenarios per tick ~{eng['scenario_uses_per_tick']}",
@@ -43,6 +55,8 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"{int(count):>10,}{d['symbols']:>9,}{d['scenario_uses_per_tick']:>11}{d['ticks']:>10,}"
                      f"{_n(d['ticks_per_s']):>11}{_n(d.get('ticks_per_cpu_s')):>11}{d['events']:>8,}"
                      f"{d['peak_rss_mb']:>13,.0f}")
+    if "peers" in r:
+        lines += ["", *format_peers(r)]
     K = eng["keyed"]
     lines += ["", f"event time, what the watermark costs: the stream above keyed by source and by symbol; latency at "
                   f"{L['offered_ticks_per_s']:,.0f} ticks/s offered over {L['scenarios']:,} scenarios",
@@ -67,3 +81,27 @@ def format_table(r: dict[str, Any]) -> str:
                      f"per CPU-s {_n(rt['ticks_per_cpu_s'])}x, latency p50 {_n(rt['latency_p50'])}x, "
                      f"p99 {_n(rt['latency_p99'])}x")
     return "\n".join(lines)
+
+
+def format_peers(r: dict[str, Any]) -> list[str]:
+    """The peers beside the limit and the engine of the same run, one tick per record, each as a
+    ratio to the limit; a peer that is not installed says so."""
+    lim, eng, peers = r["limit"]["single_tick_records"], r["engine"]["single_tick_records"], r["peers"]
+    lines = [f"peers, one tick per Kafka record (the same stream and broker; Python {peers['python']}):", "",
+             f"{'':<24}{'version':<10}{'ticks':>9}{'seconds':>9}{'ticks/s':>11}{'per CPU-s':>11}{'vs limit':>10}"]
+
+    def row(label: str, version: str, x: dict[str, Any], ratio: Any) -> str:
+        return (f"{label:<24}{version:<10}{x['ticks']:>9,}{x['seconds']:>9.2f}{_n(x['ticks_per_s']):>11}"
+                f"{_n(x.get('ticks_per_cpu_s')):>11}{_n(ratio):>10}")
+
+    lines.append(row("limit (aiokafka)", "", lim, 1.0))
+    for peer, label in (("bytewax", "Bytewax"), ("quixstreams", "Quix Streams")):
+        x = peers.get(peer, {"installed": False})
+        if not x.get("installed"):
+            lines.append(f"{label:<24}not installed (pip install 'ratiowatch[peers]', or --peers-python)")
+        elif "error" in x:
+            lines.append(f"{label:<24}{x['version']:<10}failed: {x['error']}")
+        else:
+            lines.append(row(label, x["version"], x, x["vs_limit"]))
+    lines.append(row("engine (ratiowatch)", "", eng, eng["vs_limit"]))
+    return lines

@@ -52,9 +52,11 @@ def _host() -> dict[str, Any]:
 
 def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DEFAULTS["scenarios"],
               log: Callable[[str], None] = lambda _: None, profile_dir: str | None = None,
-              **options: Any) -> dict[str, Any]:
+              peers: bool = False, peers_python: str | None = None, **options: Any) -> dict[str, Any]:
     """Every phase, in order; returns {"limit", "baseline", "engine", "setup"} (docs/performance.md);
-    the keyed-by-source / keyed-by-symbol comparison is ``engine["keyed"]``."""
+    the keyed-by-source / keyed-by-symbol comparison is ``engine["keyed"]``. With ``peers``, also
+    "peers": Bytewax and Quix Streams on the one-tick-per-record stream (:mod:`.peers`), run with
+    ``peers_python`` (default: this interpreter)."""
     o = {**DEFAULTS, **options}
     P, B = o["partitions"], o["batch"]
     host = _host()
@@ -97,6 +99,13 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
         lim["symbol_batches"] = limit("symbol-batch", symbol_batches)
         base = baseline("batch", batch_records(stream[:nb], B, P))
         base["single_tick_records"] = baseline("single", singles[:nb])
+
+    peer_results = None
+    if peers:
+        from .peers import run_peers
+
+        peer_results = run_peers(singles, P, partner, lim["single_tick_records"]["ticks_per_s"],
+                                 python=peers_python, log=log)
 
     log("engine: ratiowatch, vendor batches")
     prof = (lambda name: os.path.join(profile_dir, name)) if profile_dir else (lambda name: None)
@@ -154,7 +163,10 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
     setup = {"ticks": ticks, "batch": B, "partitions": P, "scenarios": len(market.config.scenarios),
              "symbols": len(market.symbols), "ticks_per_session": market.ticks_per_session,
              "ticks_per_ms": market.ticks_per_ms, "baseline_ticks": nb, "seed": o["seed"], "host": host}
-    return {"limit": lim, "baseline": base, "engine": eng, "setup": setup}
+    out = {"limit": lim, "baseline": base, "engine": eng, "setup": setup}
+    if peer_results is not None:
+        out["peers"] = peer_results
+    return out
 
 
 def _shape(shape: str) -> str:

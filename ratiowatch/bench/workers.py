@@ -231,6 +231,13 @@ async def engine(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, An
     rss_ready = _rss_mb()
     pipe = rt.pipeline
     c = pipe.counters
+    trace = None
+    if spec.get("trace"):
+        from ratiowatch.streams import topics
+
+        from .trace import LatencyTrace
+
+        trace = LatencyTrace(pipe, topics.TICKS, topics.SHARD_TICKS, spec.get("warmup_ticks", 0))
 
     def done() -> bool:  # every routed copy applied (or dead-lettered: the parent fails the run then)
         return (c["shard_copies_in"] >= c["shard_copies_sent"]
@@ -249,9 +256,14 @@ async def engine(spec: dict[str, Any], conn: Any, progress: Any) -> dict[str, An
     finally:
         _save_profile(profiler, spec)
         await _stop(rt, failed)
-    return {"ticks": c["ticks_in"], "seconds": seconds, "cpu_s": round(cpu, 2),
-            "peak_rss_mb": round(_rss_mb(), 1), "rss_ready_mb": round(rss_ready, 1),
-            "counters": {k: v for k, v in sorted(c.items())}, "pid": os.getpid()}
+    out = {"ticks": c["ticks_in"], "seconds": seconds, "cpu_s": round(cpu, 2),
+           "peak_rss_mb": round(_rss_mb(), 1), "rss_ready_mb": round(rss_ready, 1),
+           "counters": {k: v for k, v in sorted(c.items())}, "pid": os.getpid()}
+    if trace is not None:
+        from .feed import percentiles
+
+        out["latency_breakdown_ms"] = trace.result(percentiles)
+    return out
 
 
 PHASES = {"limit": limit, "baseline": baseline, "engine": engine}

@@ -12,7 +12,8 @@ import orjson
 __all__ = ["NAME", "HELP", "add_arguments", "run"]
 
 NAME = "bench"
-HELP = "benchmark the engine against a bare consumer and the faust idiom (throughput, latency, memory, event time)"
+HELP = ("benchmark the engine against a bare consumer and the faust idiom (throughput, latency, memory, event time; "
+        "--peers: Bytewax and Quix Streams)")
 DESCRIPTION = ("Runs, on the embedded broker and the same generated ticks: a bare aiokafka consumer (the limit), "
                "the idiomatic faust agent (the baseline) and ratiowatch's pipeline (the engine), each in a fresh "
                "process; then the engine's tick-to-event latency at a fixed offered rate, its throughput with "
@@ -53,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"length of the latency phase at {DEFAULTS['latency_rate']:,} ticks/s offered "
                         f"(default {DEFAULTS['latency_seconds']:g})")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--peers", action="store_true",
+                   help="also run Bytewax and Quix Streams on the one-tick-per-record stream, each as a ratio to "
+                        "the limit (pip install 'ratiowatch[peers]'; a peer not installed is reported as such)")
+    p.add_argument("--peers-python", metavar="PYTHON", default=None,
+                   help="the interpreter that runs the peers (default: this one); Quix Streams 3.28.1 needs an "
+                        "environment of its own (its confluent-kafka pin is older than ratiowatch's)")
     p.add_argument("--profile", metavar="DIR", default=None,
                    help="profile the engine phases with pyinstrument into DIR (pip install 'ratiowatch[profile]')")
 
@@ -64,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.latency_seconds <= 0:
         print("ratiowatch bench: --latency-seconds must be > 0", file=sys.stderr)
+        return 2
+    if args.peers_python and not args.peers:
+        print("ratiowatch bench: --peers-python needs --peers", file=sys.stderr)
         return 2
     if args.profile:
         import importlib.util
@@ -79,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = run_bench(ticks=args.ticks, scenarios=args.scenarios, latency_seconds=args.latency_seconds,
-                           profile_dir=args.profile, log=log)
+                           profile_dir=args.profile, peers=args.peers, peers_python=args.peers_python, log=log)
     except BenchError as e:
         print(f"ratiowatch bench: {e}", file=sys.stderr)
         return 1
