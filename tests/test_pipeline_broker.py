@@ -62,8 +62,9 @@ async def test_tick_from_kafka_python_crosses_and_event_is_read_back_plainly(kaf
         events = [e for _, e in await _read(rt.bootstrap, T.EVENTS)]
         txn = rt.app.producer._producer._txn_manager
         if "idempotent_producer" not in kafka_broker.gaps:
-            # The worker writes as an idempotent producer: the broker gave it a producer id, so a
-            # produce request retried after a dropped connection is not written twice.
+            # The worker writes as an idempotent producer: the broker gave it a producer id, so on
+            # Kafka a produce request retried after a dropped connection is not written twice (the
+            # embedded broker still writes it twice: tests/test_events_once_after_outage.py).
             assert txn is not None and txn.producer_id >= 0
         else:
             # Tansu refuses producer ids: the fixture runs it with RATIOWATCH_IDEMPOTENCE=off.
