@@ -2,9 +2,9 @@
 a retried produce batch. Pure.
 
 The embedded broker (librdkafka's mock cluster, ``streams/broker.py``) checks producer ids and
-sequence numbers only for transactional producers. When a broker outage drops the answer to a
-produce request it had already appended, the engine's idempotent producer retries that batch and
-the mock appends it a second time. Kafka (>= 0.11) recognises the retry by its producer id and
+sequence numbers only for transactional producers. When the answer to a produce request it had
+already appended is lost (a broker outage, a timeout), the engine's idempotent producer retries
+that batch and the mock appends it a second time. Kafka (>= 0.11) recognises the retry by its producer id and
 sequence number, stores nothing and answers with the original offsets: one copy.
 
 Such a copy is recognisable from outside: in one partition, the N records of the batch at offsets
@@ -26,10 +26,10 @@ __all__ = ["Placed", "Repeats", "classify_repeats", "is_batch_copy", "blocks_evi
 
 BROKER_RETRY_WHY = (
     "written twice by the embedded broker, not the engine: librdkafka's mock cluster checks producer "
-    "sequence numbers only for transactional producers, so when a broker outage dropped the answer to a "
-    "produce request, the idempotent producer's retry of that batch was appended again, right after the "
-    "original. Kafka drops such a retry by its producer id and sequence number and stores the batch once "
-    "(docs/faults.md, finding 6)")
+    "sequence numbers only for transactional producers, so when the answer to a produce request it had "
+    "appended was lost (the broker went down, or the request timed out), the idempotent producer's retry "
+    "of that batch was appended again, right after the original. Kafka drops such a retry by its "
+    "producer id and sequence number and stores the batch once (docs/faults.md, finding 6)")
 
 
 @dataclass(frozen=True)
