@@ -31,6 +31,7 @@ from ratiowatch.streams.history import daily_ticks, load_history
 from ratiowatch.streams.origin import REPLAY
 from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.ticks import encode_ticks
+from scenario_control import apply_scenarios
 
 pytestmark = pytest.mark.broker
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -121,6 +122,7 @@ def test_an_engine_killed_mid_backlog_and_restarted_gives_the_backtest_events(sh
                               stdout=subprocess.PIPE, text=True)
     try:
         bootstrap = re.match(r"bootstrap: (127\.0\.0\.1:\d+)", broker.stdout.readline()).group(1)
+        apply_scenarios(bootstrap, cfg.path)
         sent = send_backlog(bootstrap, cfg, history, "symbol")
         first, port = _engine(f"kafka://{bootstrap}", tmp_path / "d", tmp_path / "engine.log")
         try:

@@ -73,6 +73,8 @@ CLASSIFIED: dict[str, tuple[str, str]] = {
               "tests/test_source_e2e.py runs this setup against local servers speaking each vendor's protocol"),
     # The embedded broker shared by several processes, each in its own terminal.
     "ratiowatch broker": (CLUSTER, "the multi-process recipe: one process per line"),
+    "ratiowatch scenarios apply configs/scenarios.yaml --broker kafka://127.0.0.1:PORT": (
+        CLUSTER, "a command that ends, from the repository root, before the roles start"),
     "ratiowatch engine --broker kafka://127.0.0.1:PORT --origin simulated": (CLUSTER, "its own process"),
     "ratiowatch notify --broker kafka://127.0.0.1:PORT": (CLUSTER, "its own process"),
     "ratiowatch web --broker kafka://127.0.0.1:PORT": (CLUSTER, "its own process"),
@@ -366,7 +368,7 @@ def test_multi_process_recipe_as_written_gives_crossings_and_no_late_ticks(tmp_p
     and no tick is dead-lettered as late (the issue: every worker started its own simulated market,
     and half the ticks went to ticks.dlq as `late`). Then SIGTERM stops every process with exit 0."""
     cmds = commands_of(CLUSTER)
-    assert cmds[0] == "ratiowatch broker" and len(cmds) == 5, cmds
+    assert cmds[0] == "ratiowatch broker" and cmds[1].startswith("ratiowatch scenarios apply") and len(cmds) == 6, cmds
     need_ports(*ROLE_PORTS.values())
     procs: list[Proc] = []
     try:
@@ -375,7 +377,10 @@ def test_multi_process_recipe_as_written_gives_crossings_and_no_late_ticks(tmp_p
         port = int(until(lambda: (m := re.search(r"^bootstrap: 127\.0\.0\.1:(\d+)$", broker.stdout(), re.M)) and m[1],
                          "`ratiowatch broker` prints its bootstrap address", 30, procs))
         bootstrap = f"127.0.0.1:{port}"
-        for cmd in cmds[1:]:
+        applied = subprocess.run(substitute(cmds[1], port), cwd=README.parent, env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert applied.returncode == 0 and "applied: " in applied.stdout, applied.stdout + applied.stderr
+        for cmd in cmds[2:]:
             argv = substitute(cmd, port)
             role = argv[1]
             p = Proc(role, argv, tmp_path, env)

@@ -4,6 +4,11 @@ With no arguments: an embedded broker in this process, the shipped scenarios, an
 market whose first rally crosses the small-caps scenario within the first minute. The four roles
 run through the same classes as ``ratiowatch engine``, ``notify``, ``web`` and ``source`` and
 talk only through the broker's topics, as they do when they run as separate processes.
+
+The --config file's scenarios are applied to the ``scenarios`` topic at start, and again on
+SIGHUP or when the file changes on disk (the diff is printed; the roles take it live). With the
+embedded broker the file is the whole truth: a scenario taken out of it is removed. With --broker
+other scenarios on that cluster stay (``ratiowatch scenarios apply --prune`` removes them).
 """
 
 from __future__ import annotations
@@ -23,8 +28,11 @@ from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.source import (KafkaTickSink, MeteredSink, SimStartRefused, add_source_arguments, plan_sim_start,
                                      run_sources, source_options_from_args)
 from ratiowatch.streams.history import available_symbols
+from ratiowatch.streams.kafka_settings import load_kafka_security
 
 from ._common import add_broker, add_config, add_history, broker_url
+from ._reload import FileFollower
+from .scenarios import apply_file
 
 NAME = "run"
 HELP = "run everything in one process: broker (embedded unless --broker), engine, notify, tick source, page"
@@ -43,6 +51,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="HOST:PORT", help="serve the status page, /status, /ws and /metrics, /healthz, /readyz "
                    "(default 127.0.0.1:8765; port 0: any free port). A non-loopback address needs env RATIOWATCH_TOKEN")
     add_source_arguments(p)
+
+
+class _Indented:
+    """What apply prints, indented under the line that says why it runs."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        return self.out.write("".join("  " + ln if ln.strip() else ln for ln in text.splitlines(keepends=True)))
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def _address(text: str) -> HttpAddress:
@@ -65,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from ratiowatch.streams.faust_consumer import IdempotenceUnsupported
 
     try:
-        return asyncio.run(_main(args, config, url, opts, address, token))
+        return asyncio.run(_main(args, config, url, opts, address, token, known))
     except BrokerUnreachable as e:
         print(f"ratiowatch run: {e}", file=sys.stderr)
         return 1
@@ -79,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, config: Config, url: str | None, opts: Any, address: Any,
-                token: str | None) -> int:
+                token: str | None, known: Any) -> int:
     from ratiowatch.roles.engine import EngineRole
     from ratiowatch.roles.notify import NotifyRole
     from ratiowatch.roles.web import WebRole
@@ -97,7 +118,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
         url = embedded.url
     bootstrap = url.removeprefix("kafka://")
     metrics, health = Metrics(), Health()
-    engine = notify = web = producer = server = None
+    engine = notify = web = producer = server = follower = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -107,23 +128,34 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
         # The simulated market runs only without feeds and polls: then everything this run
         # evaluates is simulated, and says so.
         origin = SIMULATED if opts.sim else LIVE
-        engine = EngineRole(config, broker_url=url, partitions=partitions, history_dir=args.history, metrics=metrics,
-                            health=health, origin=origin)
-        notify = NotifyRole(config, bootstrap=bootstrap, partitions=partitions, history_dir=args.history,
-                            ephemeral=embedded is not None, metrics=metrics, health=health)
-        if engine.warm_started:
-            print(engine.warm_started, flush=True)
         where = f"kafka://{bootstrap}" if embedded is None else f"embedded broker at {bootstrap}"
         print(f"ratiowatch: {len(config.scenarios)} scenarios from {config.path}; broker: {where}", flush=True)
+        # The roles take their scenarios from the topic, as on a cluster; this file is applied
+        # first, and again whenever it changes (commands/_reload.py).
+        prune = embedded is not None
+
+        def apply(cfg: Config, each: bool = True) -> None:
+            apply_file(bootstrap, cfg.scenarios, prune=prune, sec=load_kafka_security() if embedded is None else None,
+                       out=_Indented(sys.stdout), each=each)
+
+        await loop.run_in_executor(None, apply, config, False)  # at start, the summary is enough
+        engine = EngineRole(config, broker_url=url, partitions=partitions, history_dir=args.history, metrics=metrics,
+                            health=health, origin=origin, follow_scenarios=True)
+        notify = NotifyRole(config, bootstrap=bootstrap, partitions=partitions, history_dir=args.history,
+                            ephemeral=embedded is not None, metrics=metrics, health=health, follow_scenarios=True)
         if origin == SIMULATED:
             print("SIMULATED MARKET: the prices and alerts of this run are simulated, not market data "
                   "(--no-sim with --feed or --poll for real ones)", flush=True)
         await notify.start()
         await engine.start()
+        if engine.warm_started:
+            print(engine.warm_started, flush=True)
+        follower = FileFollower(config.path, config, apply, known_symbols=known)
+        follower.start()
         if address is not None:
-            hub = LiveHub(scenarios=[s.id for s in config.scenarios])
+            hub = LiveHub()
             web = WebRole(hub, bootstrap=bootstrap, sec=engine.security, metrics=metrics, health=health,
-                          scenarios=[(s.id, s.title) for s in config.scenarios])
+                          follow_scenarios=True)
             await web.start()
             server = await OpsServer(metrics, health, token=token, live=hub).start(address)
             print(f"status page: http://{address.host}:{server.port}/  (live stream: ws://{address.host}:"
@@ -148,6 +180,8 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
             source_failed = source.exception()
         await asyncio.gather(source, stopper, return_exceptions=True)
     finally:
+        if follower is not None:
+            await follower.stop()
         for part in (server, web):
             if part is not None:
                 await (part.close() if part is server else part.stop())

@@ -93,15 +93,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def apply_file(bootstrap: str, scenarios: tuple[Scenario, ...], *, dry_run: bool = False, prune: bool = False,
-               sec: KafkaSecurity | None = None, out=None) -> int:
-    """Publish what differs between ``scenarios`` and the topic; print it. Also ``run --config``'s."""
+               sec: KafkaSecurity | None = None, out=None, each: bool = True) -> int:
+    """Publish what differs between ``scenarios`` and the topic; print it (``each`` False: only
+    the summary). Also ``run --config``'s."""
     out = out or sys.stdout
     current = read_scenarios(bootstrap, sec=sec)
     wanted = {s.id: s for s in scenarios}
     if not prune:  # what the file does not name stays in force
         wanted = {**{sid: s for sid, s in current.items() if sid not in wanted}, **wanted}
     changes = diff(current, wanted)
-    for line in changes.lines():
+    for line in changes.lines() if each else []:
         print(line, file=out)
     kept = [sid for sid in current if sid not in {s.id for s in scenarios}] if not prune else []
     if kept:

@@ -128,7 +128,12 @@ class EngineRole:
         seeds: dict[str, Any] = {}
         if self.history_dir is not None and fresh:
             sub = replace(self.config, scenarios=fresh)
-            seeds, records = await asyncio.get_running_loop().run_in_executor(None, _from_history, sub, self.history_dir)
+            t0 = time.monotonic()
+            seeds, records, last_date = await asyncio.get_running_loop().run_in_executor(
+                None, _from_history, sub, self.history_dir)
+            if self.warm_started is None:
+                self.warm_started = (f"warm start: {len(seeds)} scenarios seeded from {self.history_dir} through "
+                                     f"{last_date} ({time.monotonic() - t0:.1f}s)")
             tracks = {k: v for k, v in (pipeline.evaluator.track_records or {}).items() if k not in changes.removed}
             pipeline.evaluator.track_records = {**tracks, **records}
         self.config = replace(self.config, scenarios=tuple(scenarios))
@@ -204,10 +209,10 @@ def warm_start(config: Config, history_dir: str) -> tuple[dict[str, Any], str]:
     return seed, said
 
 
-def _from_history(config: Config, history_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Warm-start states and track records of ``config``'s scenarios (run in a thread)."""
-    seed, _, _ = seed_states(config, history_dir)
-    return seed, track_records_from_history(config, history_dir)
+def _from_history(config: Config, history_dir: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Warm-start states, track records and the last date of ``config``'s scenarios (in a thread)."""
+    seed, _, last_date = seed_states(config, history_dir)
+    return seed, track_records_from_history(config, history_dir), last_date
 
 
 class _CounterSync:

@@ -118,6 +118,7 @@ class NotifyRole:
         install_notifier(self.app, events, handle, pending=lambda: self.service.pending,
                          inbox_path=folder / "inbox.sqlite", on_bad_record=self._bad_record)
         self.bad_records = 0  # on events
+        self.bad_silences = 0
         self.follower: ScenarioFollower | None = None
         if follow_scenarios:
             self.follower = ScenarioFollower(bootstrap=bootstrap, role="notify", sec=sec,
@@ -164,7 +165,6 @@ class NotifyRole:
 
     def _bad_scenario(self, why: str) -> None:
         self.metrics.bad_records.labels(role="notify", topic=T.SCENARIOS).inc()
-        self.bad_silences = 0
 
     def _bad_record(self, why: str) -> None:
         self.bad_records += 1
