@@ -12,7 +12,7 @@ from typing import Any
 
 from faust.exceptions import ConsumerNotStarted
 
-__all__ = ["MemberState", "member_state", "coordination_error"]
+__all__ = ["crash_reason", "MemberState", "member_state", "coordination_error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,16 @@ def member_state(app: Any) -> MemberState:
     # faust counts the recovery after an assignment as part of the rebalance.
     recovered = app.tables.recovery.completed.is_set() and not app.rebalancing
     return MemberState(assigned=assigned, recovered=recovered, coordination_error=coordination_error(app))
+
+
+def crash_reason(app: Any) -> str | None:
+    """Why the faust app crashed, or None. A timer or an agent that raises crashes the app: mode
+    logs it and marks the app crashed, and the rest of the process goes on as if nothing had
+    happened, evaluating nothing. The role must stop so that its restart policy brings it back."""
+    crashed = getattr(app, "_crashed", None)
+    if crashed is not None and crashed.is_set():
+        return f"the worker crashed: {getattr(app, 'crash_reason', None)!r}"
+    return None
 
 
 def coordination_error(app: Any) -> str | None:

@@ -16,7 +16,8 @@ from kafka import KafkaProducer
 
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
-from ratiowatch.roles.startup_watch import READY, WAIT, StartupBounds, StartupFailed, startup_verdict
+from ratiowatch.roles.startup_watch import (READY, WAIT, StartupBounds, StartupFailed, startup_verdict,
+                                            watch_coordination)
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
@@ -138,3 +139,20 @@ async def test_a_running_role_whose_group_coordination_stops_exits_3_at_once(cap
     err = capsys.readouterr().err
     assert "the group coordination of engine stopped on an answer the client does not recover from " \
            "(KafkaError: UnknownError)" in err, err
+
+
+@pytest.mark.broker
+async def test_an_engine_whose_app_crashed_says_so_and_its_watch_ends(tmp_path):
+    # A faust timer or agent that raises crashes the app; mode logs it and the process goes on
+    # looking alive while it evaluates nothing. The role's check must name the crash.
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker, 8)
+        rt = EngineRole(load_config(), broker_url=broker.url, datadir=str(tmp_path / "data"))
+        await rt.start()
+        try:
+            assert rt.coordination_error() is None
+            await rt.app.crash(RuntimeError("a timer raised"))
+            why = await asyncio.wait_for(watch_coordination(rt.coordination_error, group="engine", every_s=0.05), 10)
+            assert why == "engine: the worker crashed: RuntimeError('a timer raised')"
+        finally:
+            await rt.stop()

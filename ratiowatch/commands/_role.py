@@ -174,8 +174,8 @@ async def serve_role(name: str, args: argparse.Namespace, metrics: Metrics, heal
                   "its restart policy starts it afresh", file=sys.stderr)
             code = 3
         elif group is not None and group.done():
-            print(f"ratiowatch {name}: {group.result()}; it owns no partitions and never will again: exiting so "
-                  "that its restart policy starts it afresh", file=sys.stderr)
+            print(f"ratiowatch {name}: {group.result()}; it cannot work on: exiting so that its restart policy "
+                  "starts it afresh", file=sys.stderr)
             code = 3
         for t in watches:
             t.cancel()

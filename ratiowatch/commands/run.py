@@ -27,6 +27,7 @@ from ratiowatch.ops.http import HttpAddress, OpsServer, http_settings, parse_htt
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.source import (KafkaTickSink, MeteredSink, SimStartRefused, add_source_arguments, plan_sim_start,
                                      run_sources, source_options_from_args)
+from ratiowatch.roles.startup_watch import watch_coordination
 from ratiowatch.streams.history import available_symbols
 from ratiowatch.streams.kafka_settings import load_kafka_security
 
@@ -51,6 +52,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="HOST:PORT", help="serve the status page, /status, /ws and /metrics, /healthz, /readyz "
                    "(default 127.0.0.1:8765; port 0: any free port). A non-loopback address needs env RATIOWATCH_TOKEN")
     add_source_arguments(p)
+
+
+async def _first_broken(roles: dict[str, Any]) -> str:
+    watches = [asyncio.create_task(watch_coordination(r.coordination_error, group=name)) for name, r in roles.items()]
+    try:
+        done, _ = await asyncio.wait(watches, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for w in watches:
+            w.cancel()
 
 
 class _Indented:
@@ -124,6 +135,7 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     source_failed: BaseException | None = None
+    role_failed: str | None = None
     try:
         # The simulated market runs only without feeds and polls: then everything this run
         # evaluates is simulated, and says so.
@@ -174,8 +186,15 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
                                      name="source")
         print("running" + (f" for {args.duration:g}s" if args.duration else "; Ctrl-C stops") + "\n", flush=True)
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({source, stopper}, timeout=args.duration, return_when=asyncio.FIRST_COMPLETED)
+        # A role that can no longer work (its app crashed, its group coordination stopped) stops
+        # the run, as it would stop its own process: nothing may go on looking alive.
+        broken = asyncio.create_task(_first_broken({"engine": engine, "notify": notify}))
+        done, _ = await asyncio.wait({source, stopper, broken}, timeout=args.duration,
+                                     return_when=asyncio.FIRST_COMPLETED)
         stop.set()
+        broken.cancel()
+        if broken in done and not broken.cancelled():
+            role_failed = broken.result()
         if source in done and not source.cancelled() and source.exception() is not None:
             source_failed = source.exception()
         await asyncio.gather(source, stopper, return_exceptions=True)
@@ -196,6 +215,9 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
     c = engine.pipeline.counters
     print(f"\nstopped: {c['ticks_in']} ticks in, {c['dead_lettered']} dead-lettered, {c['events']} events",
           flush=True)
+    if role_failed is not None:
+        print(f"ratiowatch run: {role_failed}", file=sys.stderr)
+        return 1
     if source_failed is not None:
         print(f"ratiowatch run: the tick source failed: {source_failed!r}", file=sys.stderr)
         return 1

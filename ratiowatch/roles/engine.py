@@ -28,7 +28,7 @@ from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exis
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.kafka_settings import faust_app_kwargs, load_kafka_security
-from ratiowatch.streams.member_state import coordination_error, member_state
+from ratiowatch.streams.member_state import coordination_error, crash_reason, member_state
 from ratiowatch.streams.origin import LIVE
 from ratiowatch.track_record import track_records_from_history
 
@@ -176,8 +176,9 @@ class EngineRole:
         await watch_startup(lambda: member_state(self.app), bounds, group=f"{self.app_id!r} at {self.bootstrap}")
 
     def coordination_error(self) -> str | None:
-        """Why this member's group coordination stopped for good (see streams/member_state.py)."""
-        return coordination_error(self.app)
+        """Why this member stopped being able to work for good: its app crashed, or its group
+        coordination stopped (see streams/member_state.py)."""
+        return crash_reason(self.app) or coordination_error(self.app)
 
     async def _sync(self) -> None:
         self.sync_metrics()

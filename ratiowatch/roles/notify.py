@@ -36,7 +36,7 @@ from ratiowatch.roles.startup_watch import StartupBounds, start_watched, watch_s
 from ratiowatch.streams import topics as T
 from ratiowatch.streams.app import create_app
 from ratiowatch.streams.kafka_settings import KafkaSecurity, faust_app_kwargs, load_kafka_security
-from ratiowatch.streams.member_state import coordination_error, member_state
+from ratiowatch.streams.member_state import coordination_error, crash_reason, member_state
 from ratiowatch.track_record import track_records_from_history
 
 __all__ = ["NotifyRole", "NOTIFY_APP_ID"]
@@ -209,8 +209,9 @@ class NotifyRole:
             raise
 
     def coordination_error(self) -> str | None:
-        """Why this member's group coordination stopped for good (see streams/member_state.py)."""
-        return coordination_error(self.app)
+        """Why this member stopped being able to work for good: its app crashed, or its group
+        coordination stopped (see streams/member_state.py)."""
+        return crash_reason(self.app) or coordination_error(self.app)
 
     async def drain(self, timeout: float) -> None:
         await self.service.drain(timeout=timeout)

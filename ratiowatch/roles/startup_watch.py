@@ -105,10 +105,13 @@ async def start_watched(start: Awaitable[None], watch: Awaitable[None]) -> None:
 
 
 async def watch_coordination(error: Callable[[], str | None], *, group: str, every_s: float = 1.0) -> str:
-    """For a running member: returns (why) once its group coordination has stopped for good, the
-    member then owns nothing and never will again; the caller exits so that it is restarted."""
+    """For a running member: returns (why) once it cannot work on: its app crashed, or its group
+    coordination stopped for good (it then owns nothing and never will again). The caller exits
+    so that it is restarted."""
     while True:
         why = error()
         if why is not None:
+            if why.startswith("the worker crashed"):
+                return f"{group}: {why}"
             return f"the group coordination of {group} stopped on an answer the client does not recover from ({why})"
         await asyncio.sleep(every_s)
