@@ -69,8 +69,11 @@ class BenchMarket:
     over a universe of ``symbols`` generated names."""
 
     def __init__(self, scenarios: int | None, symbols: int, *, seed: int = 7, ticks_per_session: int = 500_000,
-                 ticks_per_ms: int = 25) -> None:
+                 ticks_per_ms: int = 25, windows: tuple[int, ...] = (5, 21)) -> None:
+        """``windows``: the generated scenarios' windows; with a window past 21 sessions every
+        symbol gets the shipped symbols' year of history, so those windows start full."""
         self.seed = seed
+        self.windows = tuple(windows)
         self.n_scenarios, self.n_symbols = scenarios, symbols
         self.ticks_per_session = ticks_per_session
         self.ticks_per_ms = ticks_per_ms
@@ -92,7 +95,7 @@ class BenchMarket:
         days = _trading_days_before(FIRST_LIVE_DAY, LONG_HISTORY)
         self.history: dict[str, list[tuple[date, float]]] = {}
         for sym in self.symbols:
-            n = LONG_HISTORY if sym in shipped.symbols else SHORT_HISTORY
+            n = LONG_HISTORY if sym in shipped.symbols or max(self.windows) > 21 else SHORT_HISTORY
             level = math.exp(rng.uniform(math.log(20.0), math.log(500.0)))
             closes = []
             for d in days[-n:]:
@@ -128,7 +131,8 @@ class BenchMarket:
             else:
                 rule = {"series": a, "lookback": 1, ("above" if up else "below"): 0.02 if up else -0.02,
                         "rearm": 0.0}
-            sc: dict[str, Any] = {"id": f"gen-{k:05d}", "title": f"{a} vs {b}", "trigger": rule, "windows": [5, 21]}
+            sc: dict[str, Any] = {"id": f"gen-{k:05d}", "title": f"{a} vs {b}", "trigger": rule,
+                                  "windows": list(self.windows)}
             if rng.random() < 0.25:
                 sc["confirmations"] = [{"label": f"{b} firm", "series": b, "lookback": 5, "above": 0.0}]
             raw["scenarios"].append(sc)
@@ -137,7 +141,8 @@ class BenchMarket:
     def spec(self) -> dict[str, Any]:
         """The arguments that rebuild this market in another process."""
         return {"scenarios": self.n_scenarios, "symbols": self.n_symbols, "seed": self.seed,
-                "ticks_per_session": self.ticks_per_session, "ticks_per_ms": self.ticks_per_ms}
+                "ticks_per_session": self.ticks_per_session, "ticks_per_ms": self.ticks_per_ms,
+                "windows": list(self.windows)}
 
     def partners(self) -> dict[str, str]:
         """For the baseline's ratio per tick: each symbol's other leg in the first ratio using it."""

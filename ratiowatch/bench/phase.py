@@ -13,7 +13,6 @@ import time
 from typing import Any, Callable
 
 from ratiowatch.streams import topics
-from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 
 from .feed import EventTimer, feed, percentiles, prefill_count
@@ -102,11 +101,13 @@ def run_phase(kind: str, what: str, spec: dict[str, Any], bootstrap: str, topic:
 
 def engine_phase(what: str, market: BenchMarket, stream: list[Any], records: list[Record], partitions: int, *,
                  rate: float | None = None, latency: bool = False, warmup_ticks: int = 0, burst: int = 1,
-                 profile: str | None = None) -> dict[str, Any]:
+                 profile: str | None = None, broker_factory: Callable[[], Any] = EmbeddedBroker) -> dict[str, Any]:
     """An engine phase on a fresh broker, checked: nothing dead-lettered, every routed tick applied
-    and, with ``latency``, every event read back and timed."""
-    with EmbeddedBroker() as broker:
-        ensure_topics(broker, partitions)
+    and, with ``latency``, every event read back and timed. ``broker_factory``: a context manager
+    with the embedded broker's ``url``, ``bootstrap`` and ``create_topic`` (another broker)."""
+    with broker_factory() as broker:
+        for spec in topics.all_topics(partitions, topics.APP_ID):
+            broker.create_topic(spec.name, spec.partitions)
         spec = {"url": broker.url, "partitions": partitions, "ticks": sum(r[3] for r in records),
                 "market": market.spec(), "profile": profile,
                 "trace": latency, "warmup_ticks": warmup_ticks}

@@ -20,7 +20,12 @@ def _breakdown(lat: dict[str, Any]) -> list[str]:
     parts = "; ".join(f"{label} {b[k]['p50']} / {b[k]['p99']}" for k, label in
                       (("ticks_hop", "ticks hop"), ("shard_hop", "shard hop"), ("watermark_wait", "watermark wait"),
                        ("evaluation", "evaluation"), ("produce_to_send", "tick produced -> event sent")))
-    return [f"  where it goes, ms p50 / p99 over {b['events_traced']:,} events: {parts}"]
+    lines = [f"  where it goes, ms p50 / p99 over {b['events_traced']:,} events: {parts}"]
+    w = b.get("commit_writes")
+    if w and w["count"]:
+        lines.append(f"  commits: {w['count']} state writes held the event loop p50 {w['p50']} ms, max {w['max']} ms; "
+                     f"released by the idle timer {b['released_by_timer']}, by an arrival {b['released_by_arrival']}")
+    return lines
 
 
 def format_table(r: dict[str, Any]) -> str:

@@ -14,6 +14,9 @@ For an event at event time ``ts`` (the timer in :mod:`ratiowatch.bench.feed` mat
 - **events hop** (in the bench's process): the producer -> the event read back, the rest of the
   total.
 
+Beside them, ``commit_writes``: how long each commit's state writes held the event loop (the
+commit cadence's share: whatever arrives meanwhile waits that long).
+
 The wrappers only watch: they take the stages' own records and times, and change nothing that is
 handed on. Only latency phases are traced (paced at a rate where the extra decoding is cheap).
 """
@@ -74,6 +77,18 @@ class LatencyTrace:
             await emit(event)
 
         ev.release, ev.release_idle, ev.emit = traced_release, traced_release_idle, traced_emit
+        # The state writes before each commit (agents/checkpoint.py) hold the event loop: how long.
+        self.commit_ms: list[float] = []
+        app.before_commit[:] = [self._timed(hook) for hook in app.before_commit]
+
+    def _timed(self, hook: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        async def timed() -> None:
+            t0 = time.perf_counter()
+            try:
+                await hook()
+            finally:
+                self.commit_ms.append((time.perf_counter() - t0) * 1000.0)
+        return timed
 
     def _wrap_ticks(self, handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def traced(batches: list[tuple[int, list[Any], int | None]]) -> None:
@@ -123,4 +138,5 @@ class LatencyTrace:
         out["events_traced"] = len(self.parts["evaluation"])
         out["released_by_timer"] = self.by_timer
         out["released_by_arrival"] = self.by_arrival
+        out["commit_writes"] = {"count": len(self.commit_ms), **percentiles(self.commit_ms)}
         return out
