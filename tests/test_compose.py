@@ -52,7 +52,7 @@ SCENARIOS = REPO / "deploy" / "scenarios.compose.yaml"
 PROMETHEUS_YML = REPO / "examples" / "prometheus" / "prometheus.yml"
 ROLES = ("engine", "notify", "web", "source")
 SCALABLE = ("engine", "notify", "web")
-RATIOWATCH_SERVICES = ("topics", *ROLES)
+RATIOWATCH_SERVICES = ("topics", "scenarios", *ROLES)
 # A token made up for this run: it must reach the services only through interpolation.
 TOKEN = "test-" + secrets.token_hex(16)
 
@@ -183,7 +183,8 @@ def test_each_role_is_a_service_running_its_own_command(resolved):
         # on the port the role uses by default, so docs, probes and scrape configs agree
         assert f"--http 0.0.0.0:{role_http_port(role)}" in _cmd(svc), role
         assert svc["restart"] == "unless-stopped", role
-        assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully", role
+        # started once the file's scenarios are in force on the topic they follow
+        assert svc["depends_on"]["scenarios"]["condition"] == "service_completed_successfully", role
         assert "build" in svc, role
     # nothing runs the all-in-one `ratiowatch run` any more
     assert not [n for n, s in svcs.items() if _cmd(s).startswith("run")]
@@ -192,8 +193,10 @@ def test_each_role_is_a_service_running_its_own_command(resolved):
 def test_ratiowatch_services_share_one_image_and_config(resolved):
     svcs = resolved["services"]
     assert len({svcs[n]["image"] for n in RATIOWATCH_SERVICES}) == 1
+    assert _cmd(svcs["scenarios"]).split()[:3] == ["scenarios", "apply", "/etc/ratiowatch/scenarios.yaml"]
+    assert svcs["scenarios"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     for n in RATIOWATCH_SERVICES:
-        assert "--config /etc/ratiowatch/scenarios.yaml" in _cmd(svcs[n]), n
+        assert n == "scenarios" or "--config /etc/ratiowatch/scenarios.yaml" in _cmd(svcs[n]), n
         assert any(t == "/etc/ratiowatch/scenarios.yaml" and ro for _, t, ro in _volumes(svcs[n])), n
 
 
