@@ -258,4 +258,4 @@ def test_chart_from_real_history_ends_at_the_crossing(config, small_caps):
     assert metric[-1] == pytest.approx(ev["value"], rel=1e-9)  # the engine's value at the crossing
     png = chart_png(Notice(ev, FIRING, sc), dates, values)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1000, 500)
-    Path("/tmp/ratiowatch-notify-chart.png").write_bytes(png)
+

@@ -30,7 +30,7 @@ def test_replay_json_equals_backtest_json_on_the_shipped_scenarios(history_dir, 
                                                                   monkeypatch):
     # Every shipped scenario (IWM/SPY with its confirmations, the DGS10-DGS2 spread, the DXY level,
     # KRE/XLF, XLI, XBI, HYG...) over the real history from 1971 through mid-2026.
-    assert main(["backtest", "--data", str(history_dir), "--json", "--no-charts", "--out", "/tmp/rw-bt"]) == 0
+    assert main(["backtest", "--data", str(history_dir), "--json", "--no-charts", "--out", str(tmp_path / "bt")]) == 0
     backtest = capsys.readouterr().out.splitlines()
     monkeypatch.setenv("RATIOWATCH_DATADIR", str(tmp_path))
     assert main(["replay", "--broker", kafka_broker.url, "--data", str(history_dir), "--json"]) == 0
