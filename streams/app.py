@@ -20,7 +20,8 @@ from .broker import EmbeddedBroker
 from .clients import check_reachable
 from .faust_consumer import (IDEMPOTENCE_ENV, IDEMPOTENCE_OFF_COST, BatchHandler, RoundHook, Transport,
                              check_faust_version, idempotence_enabled)
-from .topics import APP_ID, all_topics, topic_configs
+from .topic_admin import create_topics, existing_partitions, partition_problems
+from .topics import APP_ID, all_topics
 
 __all__ = ["create_app", "ensure_topics", "ensure_topics_exist", "RatiowatchApp"]
 
@@ -38,39 +39,37 @@ def ensure_topics(broker: EmbeddedBroker, partitions: int, app_id: str = APP_ID)
 def ensure_topics_exist(bootstrap: str, partitions: int, app_id: str = APP_ID, **client: object) -> list[str]:
     """On an external cluster, create the topics that are missing, with their retention and
     compaction settings (replication factor: env RATIOWATCH_REPLICATION_FACTOR, default the
-    smaller of 3 and the number of brokers). Returns the names created. A ``ratiowatch broker``
-    (the mock cluster) already has them all, so nothing is asked of it."""
+    smaller of 3 and the number of brokers), and check every topic's partition count. Returns the
+    names created. A ``ratiowatch broker`` (the mock cluster) has them all from its start.
+    RuntimeError names a topic that cannot be used as it is (another partition count, or not
+    created): a role must not start on it."""
     from kafka import KafkaConsumer
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
 
     # kafka-python 2.3's newest ApiVersions probe gets an answer from the embedded broker it cannot
     # decode (it falls back, after logging an error); Kafka >= 3.0 speaks what (3, 0) selects.
     client.setdefault("api_version", (3, 0))
     check_reachable(bootstrap)
-    # A plain consumer's metadata tells which topics exist: the admin client's list_topics parses
-    # fields the embedded broker fills differently and fails on it.
+    specs = all_topics(partitions, app_id)
     probe = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-probe", enable_auto_commit=False, **client)
     try:
-        existing = probe.topics()
         brokers = len(probe._client.cluster.brokers()) or 1
     finally:
         probe.close()
-    missing = [s for s in all_topics(partitions, app_id) if s.name not in existing]
-    if not missing:
-        return []
-    rf = int(os.environ.get("RATIOWATCH_REPLICATION_FACTOR") or min(3, brokers))
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ratiowatch-admin", **client)
-    try:
-        for s in missing:
-            try:
-                admin.create_topics([NewTopic(s.name, s.partitions, rf, topic_configs=topic_configs(s, rf))])
-            except TopicAlreadyExistsError:
-                pass  # another worker starting at the same time made it
-        log.info("created topics: %s", ", ".join(s.name for s in missing))
-        return [s.name for s in missing]
-    finally:
-        admin.close()
+    have = existing_partitions(bootstrap, client)
+    missing = [s for s in specs if s.name not in have]
+    created: list[str] = []
+    if missing:
+        rf = int(os.environ.get("RATIOWATCH_REPLICATION_FACTOR") or min(3, brokers))
+        outcome = create_topics(bootstrap, missing, rf, client)
+        created = [n for n, o in outcome.items() if o.startswith("created")]
+        log.info("created topics: %s", ", ".join(created) or "none")
+        have = existing_partitions(bootstrap, client)
+    problems = partition_problems(specs, have)
+    if problems:
+        raise RuntimeError("topics not as ratiowatch needs them for --partitions/settings.partitions "
+                           f"{partitions}: " + "; ".join(f"{n} {why}" for n, why in problems.items())
+                           + " (see docs/deployment.md, \"Adding partitions\")")
+    return created
 
 
 def create_app(broker_url: str, *, partitions: int, app_id: str = APP_ID,

@@ -31,6 +31,8 @@ CONTRACT = {
     "ratiowatch-scenario-state-changelog": (lambda n: n, "compact", None),
     "scenario-status": (lambda n: n, "compact", None),
     "silences": (lambda n: 1, "compact", None),
+    "scenarios": (lambda n: 1, "compact", None),
+    "control.dlq": (lambda n: 1, "delete", 4 * WEEK),
 }
 
 
@@ -114,4 +116,17 @@ def test_create_against_the_embedded_broker_says_it_creates_topics_itself(capsys
         assert all(f"{s.name}: present" in out for s in specs)
         # asking for another partition count than the broker has is a mismatch, not a success
         assert main(["topics", "--broker", b.url, "--partitions", "8", "--create"]) == 1
-        assert "events: 4 partitions, not 8" in capsys.readouterr().out
+        assert "events: has 4 partitions, not 8" in capsys.readouterr().out
+
+
+def test_a_role_does_not_start_on_topics_with_another_partition_count():
+    # The shard topic and the changelog are co-partitioned, one partition per shard: an engine
+    # started for 8 shards on topics made for 4 would route to partitions that do not exist.
+    from ratiowatch.streams.app import ensure_topics, ensure_topics_exist
+
+    with EmbeddedBroker() as b:
+        ensure_topics(b, 4)
+        assert ensure_topics_exist(b.bootstrap, 4) == []
+        with pytest.raises(RuntimeError, match=r"topics not as ratiowatch needs them for .* 8: ticks has 4 "
+                                               r"partitions, not 8; .*ratiowatch-ticks-by-shard has 4 partitions"):
+            ensure_topics_exist(b.bootstrap, 8)

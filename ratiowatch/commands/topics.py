@@ -16,12 +16,13 @@ import json
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 from ratiowatch.config import load_config
 from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.kafka_settings import load_kafka_security
+from ratiowatch.streams.topic_admin import (EmbeddedBrokerRefuses, create_topics, existing_partitions,
+                                            partition_problems, parts)
 from ratiowatch.streams.topics import APP_ID, TopicSpec, all_topics, topic_configs
 
 from ._common import add_config, broker_url
@@ -56,10 +57,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app-id", default=APP_ID,
                    help=f"faust app id: it names the changelog topics (default {APP_ID})")
     p.add_argument("--json", action="store_true", help="the list as JSON")
-
-
-def _parts(n: int) -> str:
-    return f"{n} partition" + ("" if n == 1 else "s")
 
 
 def _human_ms(ms: int | None) -> str:
@@ -116,65 +113,23 @@ def run(args: argparse.Namespace) -> int:
         kafka_log.setLevel(level)
 
 
-def _existing_partitions(bootstrap: str, client_kw: dict[str, Any]) -> dict[str, int]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="ratiowatch-topics", **client_kw)
-    try:
-        return {t: len(consumer.partitions_for_topic(t) or ()) for t in consumer.topics()}
-    finally:
-        consumer.close()
-
-
 def _create(bootstrap: str, specs: list[TopicSpec], rf: int, wait_s: float) -> int:
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import (IncompatibleBrokerVersion, InvalidReplicationFactorError, KafkaError,
-                              NoBrokersAvailable, TopicAlreadyExistsError)
+    from kafka.errors import NoBrokersAvailable
 
     client_kw = kafka_python_kwargs_for(load_kafka_security())
-    # The admin client alone probes the broker's API versions instead of taking the pin: the probe is
-    # how an embedded broker, which has no CreateTopics, is recognised (IncompatibleBrokerVersion);
-    # with the pin it would be sent CreateTopics and fail obscurely. Its security settings are the same.
-    admin_kw = {k: v for k, v in client_kw.items() if k != "api_version"}
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="ratiowatch-topics", **admin_kw)
-            break
-        except NoBrokersAvailable:
-            if time.monotonic() >= deadline:
-                print(f"ratiowatch topics: no broker answered at {bootstrap}", file=sys.stderr)
-                return 1
-            time.sleep(2.0)
-    outcome: dict[str, str] = {}
     try:
-        for s in specs:
-            topic = NewTopic(s.name, s.partitions, rf, topic_configs=topic_configs(s, rf))
-            while s.name not in outcome:
-                try:
-                    admin.create_topics([topic])
-                    outcome[s.name] = f"created ({_parts(s.partitions)}, replication factor {rf})"
-                except TopicAlreadyExistsError:
-                    outcome[s.name] = "exists"
-                except IncompatibleBrokerVersion:
-                    return _report_embedded(bootstrap, specs, client_kw)
-                except InvalidReplicationFactorError as e:
-                    # A starting cluster has fewer registered brokers than the replication factor.
-                    if time.monotonic() >= deadline:
-                        outcome[s.name] = f"FAILED: fewer live brokers than replication factor {rf}: {e}"
-                    else:
-                        time.sleep(2.0)
-                except KafkaError as e:
-                    outcome[s.name] = f"FAILED: {type(e).__name__}: {e}"
-    finally:
-        admin.close()
-    have = _existing_partitions(bootstrap, client_kw)
+        outcome = create_topics(bootstrap, specs, rf, client_kw, wait_s=wait_s)
+    except NoBrokersAvailable:
+        print(f"ratiowatch topics: no broker answered at {bootstrap}", file=sys.stderr)
+        return 1
+    except EmbeddedBrokerRefuses:
+        return _report_embedded(bootstrap, specs, client_kw)
+    problems = partition_problems(specs, existing_partitions(bootstrap, client_kw))
     ok = True
     for s in specs:
         note = outcome[s.name]
-        if not note.startswith("FAILED") and have.get(s.name) != s.partitions:
-            note += f", but it has {_parts(have.get(s.name, 0))}, not {s.partitions} (see docs/deployment.md, " \
-                    "\"Adding partitions\")"
+        if not note.startswith("FAILED") and s.name in problems:
+            note += f", but it {problems[s.name]} (see docs/deployment.md, \"Adding partitions\")"
             ok = False
         ok = ok and not note.startswith("FAILED")
         print(f"{s.name}: {note}")
@@ -183,19 +138,11 @@ def _create(bootstrap: str, specs: list[TopicSpec], rf: int, wait_s: float) -> i
 
 def _report_embedded(bootstrap: str, specs: list[TopicSpec], client_kw: dict[str, Any]) -> int:
     print(EMBEDDED_MESSAGE.format(where=f"the broker at {bootstrap}"))
-    have = _existing_partitions(bootstrap, client_kw)
-    missing = []
+    problems = partition_problems(specs, existing_partitions(bootstrap, client_kw))
     for s in specs:
-        if s.name not in have:
-            missing.append(s.name)
-            print(f"  {s.name}: missing")
-        elif have[s.name] != s.partitions:
-            missing.append(s.name)
-            print(f"  {s.name}: {_parts(have[s.name])}, not {s.partitions}")
-        else:
-            print(f"  {s.name}: present, {_parts(s.partitions)}")
-    if missing:
-        print(f"ratiowatch topics: the embedded broker lacks {len(missing)} of them; start it with "
+        print(f"  {s.name}: {problems.get(s.name, f'present, {parts(s.partitions)}')}")
+    if problems:
+        print(f"ratiowatch topics: the embedded broker lacks {len(problems)} of them; start it with "
               f"`ratiowatch broker` (or `ratiowatch run`) using the same partition count", file=sys.stderr)
         return 1
     return 0
