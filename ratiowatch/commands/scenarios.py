@@ -3,7 +3,7 @@
     ratiowatch scenarios apply configs/scenarios.yaml --dry-run --broker kafka://HOST:PORT
     ratiowatch scenarios apply configs/scenarios.yaml --prune --broker kafka://HOST:PORT
     ratiowatch scenarios list --broker kafka://HOST:PORT
-    ratiowatch scenarios export --broker kafka://HOST:PORT > scenarios.yaml
+    ratiowatch scenarios export --broker kafka://HOST:PORT --output in-force.yaml
 
 The running engine, notify and web roles follow the topic: an applied change takes effect within
 seconds, with no restart. A scenario whose trigger, confirmations, require or windows changed
