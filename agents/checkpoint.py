@@ -40,7 +40,7 @@ import orjson
 
 from .engine import ScenarioState
 from .evaluate import ShardState
-from .sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 
 __all__ = ["Checkpoint", "SHARD_KEY_PREFIX", "HISTORY_SUFFIX"]
 

@@ -28,7 +28,8 @@ from . import rules as R
 from .events import build_event
 from ratiowatch.model.metric import change, round12, rule_metric
 from ratiowatch.model.spec import rules_version
-from .sessions import SessionCloses, session_of
+from ratiowatch.model.sessions import session_of
+from .sessions import SessionCloses
 from .state import SPLIT_VERSION, STATE_VERSION, ScenarioState  # noqa: F401  (re-exported)
 from .status import scenario_status
 

@@ -22,7 +22,7 @@ from ratiowatch.model import Config, Scenario
 from ratiowatch.streams.ticks import Rejected
 
 from .engine import ScenarioState, ShardEngine
-from .sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 from .shards import decode_shard_record
 from .watermark import EventTimeGate
 

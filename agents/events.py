@@ -16,7 +16,7 @@ from ratiowatch.model import Config, Rule, Scenario
 
 from ratiowatch.model.metric import round12
 from ratiowatch.model.spec import version_of
-from .sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 
 __all__ = ["SCHEMA_VERSION", "event_id", "build_event", "load_schema", "canonical_order"]
 

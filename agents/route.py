@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from ratiowatch.streams.origin import HEADER, LIVE, origin_of
 from ratiowatch.streams.ticks import Rejected, parse_records
 
-from .sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 from .shards import Segment, ShardMap, encode_shard_segments
 
 __all__ = ["Router"]

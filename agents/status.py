@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 from .wording import distance_text, fmt_metric, metric_name
 
 if TYPE_CHECKING:

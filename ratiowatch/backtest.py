@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 
 from ratiowatch.agents.events import build_event
-from ratiowatch.agents.sessions import session_close_ts_ms
+from ratiowatch.model.sessions import session_close_ts_ms
 from ratiowatch.model import Config, Rule, Scenario, SeriesSpec
 from ratiowatch.streams.origin import REPLAY
 

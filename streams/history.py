@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 import polars as pl
 
 from ratiowatch.errors import ConfigError
+from ratiowatch.model.sessions import session_close_ts_ms
 
 from .ticks import Tick
 
@@ -57,8 +58,6 @@ def load_history(folder: str | Path, symbols: Iterable[str], signed: Iterable[st
 def daily_ticks(history: pl.DataFrame, tz: str = "America/New_York",
                 start: date | None = None, end: date | None = None) -> Iterator[tuple[date, list[Tick]]]:
     """Each date's closes as ticks stamped at that date's 16:00 in ``tz``, one group per date."""
-    from ratiowatch.agents.sessions import session_close_ts_ms
-
     h = history
     if start is not None:
         h = h.filter(pl.col("date") >= start)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import orjson
+
+from ratiowatch.model.sessions import iso_utc
 
 __all__ = ["Tick", "Rejected", "parse_ticks", "parse_rows", "parse_records", "parse_tick_obj", "parse_ts_ms",
            "encode_ticks", "dlq_record"]
@@ -210,7 +212,7 @@ def dlq_record(rej: Rejected, *, source: str, at_ms: int, partition: int | None 
         rec["partition"] = partition
     if offset is not None:
         rec["offset"] = offset
-    rec["at"] = _iso_utc(at_ms)
+    rec["at"] = iso_utc(at_ms)
     rec["at_ms"] = at_ms
     return orjson.dumps(rec, default=str)
 
@@ -220,14 +222,6 @@ def _reads_as(ms: int, after: str, before: str = "") -> str:
     ``after``, where a date can say it (the detail then shows the sender what their number meant);
     "" where it cannot."""
     try:
-        return f"{before}{_iso_utc(ms)}{after}"
+        return f"{before}{iso_utc(ms)}{after}"
     except (ValueError, OverflowError, OSError):
         return ""
-
-
-def _iso_utc(ts_ms: int) -> str:
-    # agents.sessions.iso_utc, written here too: streams/ must not import the engine's package
-    dt = datetime.fromtimestamp(ts_ms / 1000, timezone.utc)
-    if ts_ms % 1000:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts_ms % 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")

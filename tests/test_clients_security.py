@@ -29,7 +29,7 @@ import kafka.admin
 import pytest
 from aiohttp import web
 
-from ratiowatch.agents.sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 from ratiowatch.cli import build_parser, main
 from ratiowatch.config import load_config
 from ratiowatch.notifiers import NotificationService, RetryPolicy

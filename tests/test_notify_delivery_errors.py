@@ -14,7 +14,7 @@ from aiosmtpd.smtp import AuthResult
 
 from aiokafka import AIOKafkaProducer
 
-from ratiowatch.agents.sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 from ratiowatch.config import load_config
 from ratiowatch.model import Channel
 from ratiowatch.notifiers import NotificationService, PermanentError, RetryableError, RetryPolicy

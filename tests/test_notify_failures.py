@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiosmtpd.smtp import SMTP
 from kafka import KafkaConsumer, TopicPartition
 
-from ratiowatch.agents.sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 from ratiowatch.commands import dlq
 from ratiowatch.config import load_config
 from ratiowatch.notifiers import NotificationService, RetryPolicy

@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.smtp import SMTP
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from ratiowatch.agents.sessions import iso_utc
+from ratiowatch.model.sessions import iso_utc
 from ratiowatch.config import load_config
 from ratiowatch.notifiers import RetryPolicy
 from ratiowatch.notifiers.service import describe_unsent

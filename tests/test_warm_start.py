@@ -11,7 +11,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from ratiowatch.agents.sessions import session_close_ts_ms
+from ratiowatch.model.sessions import session_close_ts_ms
 from ratiowatch.agents.warmstart import seed_states
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from ratiowatch.agents.engine import ScenarioState, ShardEngine
-from ratiowatch.agents.sessions import session_close_ts_ms
+from ratiowatch.model.sessions import session_close_ts_ms
 from ratiowatch.config import load_config, parse_config
 from ratiowatch.model import Config
 from ratiowatch.streams.ticks import Tick

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from ratiowatch.agents.sessions import session_close_ts_ms
+from ratiowatch.model.sessions import session_close_ts_ms
 from ratiowatch.streams import topics
 
 from .faults import run_faults

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ratiowatch.agents.notify import install_notifier
+from ratiowatch.roles.notify_agent import install_notifier
 from ratiowatch.model import Config, Scenario
 from ratiowatch.notifiers.chart import history_from_folder
 from ratiowatch.notifiers.retry import RetryPolicy

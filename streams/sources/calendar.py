@@ -2,7 +2,7 @@
 
 - **Exchange** (the default): a session is a calendar date in ``settings.session_timezone``
   (America/New_York for the shipped scenarios) and its close is 16:00 there, the time the engine
-  and warm start give a daily close (:func:`ratiowatch.agents.sessions.session_close_ts_ms`).
+  and warm start give a daily close (:func:`ratiowatch.model.sessions.session_close_ts_ms`).
 - **24/7** markets (crypto such as ETH/BTC, FRED's Coinbase series CBBTCUSD): trading never
   stops, so a session is a **UTC day** unless another zone is configured
   (``--always-open-tz``), and its close is the last millisecond of that day, 23:59:59.999: the
