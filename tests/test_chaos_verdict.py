@@ -1,7 +1,8 @@
-"""The chaos verdict on events read more than once, on hand-built observations: a produce batch the
-embedded broker appended a second time (its copy right after it, same values and record times) is
-a broker retry copy, counted and shown apart, and the run passes; any other repeat is a duplicate
-and fails it."""
+"""The chaos verdict on events read more than once and notifications answered 200 more than once, on
+hand-built observations. A produce batch the embedded broker appended a second time (its copy
+right after it, same values and record times) is a broker retry copy, and a notification sent
+again after a SIGKILL just after its 200 (before the dedup record) a kill-window repeat: each is
+counted and shown apart, and the run passes. Any other repeat is a duplicate and fails it."""
 
 from __future__ import annotations
 
@@ -132,3 +133,74 @@ def test_is_batch_copy_wants_the_whole_block_repeated_right_after_it():
     assert not any(is_batch_copy(partial, o, o + 3) for o in range(10, 13))
     shifted = {**rec, 13: (0, b"between"), **{o + 4: v for o, v in rec.items()}}  # a record between
     assert not any(is_batch_copy(shifted, o, o + 4) for o in range(10, 13))
+
+
+# ------------------------------------------------------------------ notifications answered 200 twice
+
+NOTIFIED = EVENTS[0]["event_id"]
+
+
+def _notified(*receipts: float, kills: tuple[tuple[float, float], ...] = ()) -> Observed:
+    """Every event once, each notified: the endpoint answered 200 for events 1-5 once, at 50 s,
+    and for event 0 at each of ``receipts``; a worker_kill fault at each (SIGKILL, restart) of
+    ``kills``."""
+    obs = _observed(_once())
+    obs.notify = {"s": (("hook",), False)}
+    obs.receipts = [(50.0, [e["event_id"] for e in EVENTS[1:]])] + [(t, [NOTIFIED]) for t in receipts]
+    obs.faults += [FaultRecord("worker_kill", k, r) for k, r in kills]
+    return obs
+
+
+def test_a_repeat_after_a_kill_2_ms_after_the_200_is_a_kill_window_repeat_and_passes():
+    r = verify(_notified(100.0, 131.9, kills=((100.002, 101.0),)))
+    n = r["notifications"]
+    assert passed(r), failures(r)
+    assert (n["expected"], n["delivered"], n["duplicated"], n["kill_window_repeats"], n["lost"]) == (6, 6, 0, 1, 0)
+    assert n["kill_window_evidence"] == [{"event_id": NOTIFIED, "channel": "hook", "first_delivery_s": 100.0,
+                                          "kill_s": 100.002, "gap_ms": 2.0, "restart_s": 101.0,
+                                          "second_delivery_s": 131.9}]
+    assert "dedup record" in n["kill_window_why"] and "drops the repeat by event_id" in n["kill_window_why"]
+    assert n["examples_duplicated"] == []
+    text = format_report({**r, "passed": True, "run": RUN})
+    assert "duplicated 0" in text and "(kill-window repeats 1)" in text
+    assert (f"event {NOTIFIED} (hook): 200 at 100.0s, worker SIGKILLed at 100.002s (2 ms later, before the "
+            f"dedup record), restarted at 101.0s, sent again: 200 at 131.9s") in text
+    assert text.endswith("PASS: nothing lost, missing or duplicated (1 kill-window repeats aside, above)")
+
+
+@pytest.mark.parametrize("receipts, kills, why", [
+    ((100.0, 131.9), (), "no kill at all"),
+    ((100.0, 131.9), ((20.0, 21.0), (140.0, 141.0)), "kills, but none near the 200"),
+    ((100.0, 131.9), ((105.0, 106.0),), "a kill 5 s after the 200: the dedup record was written by then"),
+    ((100.0, 131.9), ((99.9, 100.5),), "the kill came before the 200: it did not interrupt that delivery"),
+    ((100.0, 100.8), ((100.002, 101.0),), "sent again before the worker was started again: not its restart"),
+])
+def test_any_other_repeat_of_a_notification_is_duplicated_and_fails(receipts, kills, why):
+    r = verify(_notified(*receipts, kills=kills))
+    n = r["notifications"]
+    assert failures(r) == ["notifications duplicated 1"], why
+    assert (n["duplicated"], n["kill_window_repeats"], n["kill_window_why"]) == (1, 0, None), why
+    assert n["examples_duplicated"][0]["deliveries_s"] == list(receipts)
+    assert format_report({**r, "passed": False, "run": RUN}).endswith("FAIL: notifications duplicated 1")
+
+
+def test_a_kill_5_s_after_the_200_is_shown_beside_the_failing_repeat():
+    r = verify(_notified(100.0, 131.9, kills=((105.0, 106.0),)))
+    assert r["notifications"]["examples_duplicated"] == [
+        {"event_id": NOTIFIED, "channel": "hook", "deliveries_s": [100.0, 131.9], "next_kill_after_first_s": 5.0}]
+    assert (f"notification repeated: event {NOTIFIED} (hook), 200 at 100.0s, 131.9s; next kill 5s after the first"
+            in format_report({**r, "passed": False, "run": RUN}))
+
+
+def test_a_third_delivery_is_not_explained_by_one_kill_in_the_window():
+    r = verify(_notified(100.0, 131.9, 140.0, kills=((100.002, 101.0),)))
+    n = r["notifications"]
+    assert failures(r) == ["notifications duplicated 2"]
+    assert (n["duplicated"], n["kill_window_repeats"]) == (2, 0)
+
+
+def test_the_window_is_half_a_second_after_the_200():
+    at_edge = verify(_notified(100.0, 131.9, kills=((100.5, 101.0),)))
+    past = verify(_notified(100.0, 131.9, kills=((100.51, 101.0),)))
+    assert (at_edge["notifications"]["kill_window_repeats"], passed(at_edge)) == (1, True)
+    assert (past["notifications"]["kill_window_repeats"], passed(past)) == (0, False)

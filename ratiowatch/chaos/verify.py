@@ -17,8 +17,10 @@ Counting rules (docs/faults.md):
   (or with other content).
 - Notifications: *expected* (event_id, channel) pairs are the expected trigger events the
   scenario notifies; *delivered* pairs got at least one 200 from the endpoint, each further 200 is
-  *duplicated*; a pair never answered 200 but on ``notifications.dlq`` is *dead-lettered*; the rest
-  are *lost*.
+  *duplicated*, except a *kill-window repeat* (:mod:`.kill_window`: answered twice across a worker
+  SIGKILL that came within 0.5 s after the first 200, before the dedup record could be written),
+  counted and shown apart and not failing the run; a pair never answered 200 but on
+  ``notifications.dlq`` is *dead-lettered*; the rest are *lost*.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Iterable
 import orjson
 
 from .observed import Observed
+from .kill_window import KILL_WINDOW_WHY, classify_deliveries, duplicate_examples
 from .plan import HOOK, witness_id
 from .repeats import BROKER_RETRY_WHY, Placed, blocks_evidence, classify_repeats, duplicates_where
 
@@ -187,27 +190,33 @@ def expected_pairs(obs: Observed) -> set[tuple[str, str]]:
 
 def _notifications(obs: Observed, good_at: dict[str, float]) -> tuple[dict[str, Any], dict[tuple[str, str], float]]:
     expected = expected_pairs(obs)
-    got: Counter[tuple[str, str]] = Counter()
-    settled: dict[tuple[str, str], float] = {}
+    answered: dict[tuple[str, str], list[float]] = defaultdict(list)  # pair -> when each 200 was written
     for t, ids in obs.receipts:
         for eid in ids:
-            got[(eid, HOOK)] += 1
-            settled.setdefault((eid, HOOK), t)
+            answered[(eid, HOOK)].append(t)
+    settled = {p: ts[0] for p, ts in answered.items()}
+    # An unexpected pair fails the run as unexpected: only expected ones may be kill-window repeats.
+    dup, window = classify_deliveries({p: ts for p, ts in answered.items() if p in expected}, obs.faults)
+    dup.update({p: len(ts) - 1 for p, ts in answered.items() if len(ts) > 1 and p not in expected})
     dead: set[tuple[str, str]] = set()
     for t, raw in obs.notifications_dlq:
         d = orjson.loads(raw)
         for eid in d.get("event_ids", []):
             dead.add((eid, d["channel"]))
             settled.setdefault((eid, d["channel"]), t)
-    delivered = {p for p in expected if got[p]}
+    delivered = {p for p in expected if answered.get(p)}
     dead_only = (expected - delivered) & dead
     return {
         "expected": len(expected),
         "delivered": len(delivered),
-        "duplicated": sum(n - 1 for p, n in got.items() if n > 1),
+        "duplicated": sum(dup.values()),
+        "kill_window_repeats": len(window),
+        "kill_window_evidence": [r.evidence() for r in window[:20]],
+        "kill_window_why": KILL_WINDOW_WHY if window else None,
+        "examples_duplicated": duplicate_examples(dup, answered, obs.faults),
         "dead_lettered": len(dead_only),
         "lost": len(expected - delivered - dead_only),
-        "unexpected": sum(n for p, n in got.items() if p not in expected),
+        "unexpected": sum(len(ts) for p, ts in answered.items() if p not in expected),
     }, {p: settled.get(p, float("inf")) for p in expected}
 
 
@@ -283,7 +292,8 @@ _MUST_BE_ZERO = {"ticks": ("lost", "dlq_wrong_reason", "dlq_without_reason"),
 
 def failures(report: dict[str, Any]) -> list[str]:
     """What makes the run fail, e.g. ``["notifications duplicated 1"]``: every figure that must be 0
-    and is not. Broker retry copies (:mod:`.repeats`) are not among them."""
+    and is not. Broker retry copies (:mod:`.repeats`) and kill-window repeats of notifications
+    (:mod:`.kill_window`) are not among them."""
     return [f"{part} {k} {report[part][k]}" for part, keys in _MUST_BE_ZERO.items() for k in keys if report[part][k]]
 
 
