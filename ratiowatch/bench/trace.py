@@ -79,15 +79,29 @@ class LatencyTrace:
         ev.release, ev.release_idle, ev.emit = traced_release, traced_release_idle, traced_emit
         # The state writes before each commit (agents/checkpoint.py) hold the event loop: how long.
         self.commit_ms: list[float] = []
+        self.commit_flush_ms: list[float] = []  # of which waiting for the producer's flushes
+        self._flushed = 0.0
         app.before_commit[:] = [self._timed(hook) for hook in app.before_commit]
+        cp = pipeline.checkpoint
+        flush = cp.flush
+
+        async def timed_flush() -> None:
+            t0 = time.perf_counter()
+            try:
+                await flush()
+            finally:
+                self._flushed += time.perf_counter() - t0
+
+        cp.flush = timed_flush
 
     def _timed(self, hook: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         async def timed() -> None:
-            t0 = time.perf_counter()
+            t0, self._flushed = time.perf_counter(), 0.0
             try:
                 await hook()
             finally:
                 self.commit_ms.append((time.perf_counter() - t0) * 1000.0)
+                self.commit_flush_ms.append(self._flushed * 1000.0)
         return timed
 
     def _wrap_ticks(self, handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
@@ -138,5 +152,6 @@ class LatencyTrace:
         out["events_traced"] = len(self.parts["evaluation"])
         out["released_by_timer"] = self.by_timer
         out["released_by_arrival"] = self.by_arrival
-        out["commit_writes"] = {"count": len(self.commit_ms), **percentiles(self.commit_ms)}
+        out["commit_writes"] = {"count": len(self.commit_ms), **percentiles(self.commit_ms),
+                                "flush_ms": percentiles(self.commit_flush_ms)}
         return out
