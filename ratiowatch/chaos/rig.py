@@ -26,7 +26,8 @@ import polars as pl
 import yaml
 
 from ratiowatch.backtest import run_backtest
-from ratiowatch.config import Config, default_config_path, load_config
+from ratiowatch.config import default_config_path, load_config
+from ratiowatch.model import Config
 from ratiowatch.streams import topics
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker

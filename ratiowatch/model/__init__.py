@@ -1,5 +1,5 @@
 """The domain model: series, rules, scenarios, channels and settings, and the metric maths they
-share. Frozen values and pure functions, no I/O and no YAML (ratiowatch/config.py loads files into
+share. Frozen values and pure functions, no I/O and no YAML (ratiowatch/config/ loads files into
 these; the ``scenarios`` topic carries them in the form of :mod:`ratiowatch.model.spec`).
 
 Every other package may import this one; it imports none of them.

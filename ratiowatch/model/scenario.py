@@ -1,4 +1,4 @@
-"""Rules and scenarios: what the engine evaluates. Frozen values, no I/O (loaded by ratiowatch/config.py,
+"""Rules and scenarios: what the engine evaluates. Frozen values, no I/O (loaded by ratiowatch/config/,
 carried on the ``scenarios`` topic in the form of ratiowatch/model/spec.py)."""
 
 from __future__ import annotations
