@@ -43,7 +43,9 @@ def spec(sc: Scenario) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": sc.id,
         "title": sc.title,
-        "description": sc.description,
+        # Left out when empty, as a file leaves it out: the file's rules refuse an empty string,
+        # and a record must read back under them.
+        **({"description": sc.description} if sc.description else {}),
         "trigger": _rule(sc.trigger, None),
         "confirmations": [_rule(c, c.name) for c in sc.confirmations],
         "windows": list(sc.windows),
