@@ -39,16 +39,16 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .feed_formats import get_format
+from .feed_subscribe import SubscribeTemplate, render_subscribe
 from .sources.base import FeedFatalError, ProtocolFactory, Reply
 from .ticks import Rejected, Tick, dlq_record, parse_tick_obj
 
-__all__ = ["FeedClient", "render_subscribe", "redact_url", "kafka_sinks"]
+__all__ = ["FeedClient", "redact_url", "kafka_sinks"]
 
 log = logging.getLogger(__name__)
 
 PublishTicks = Callable[[list[Tick]], Awaitable[None]]
 PublishDlq = Callable[[bytes], Awaitable[None]]
-SubscribeTemplate = dict | str | list | None
 
 
 class _NoFrames(logging.Filter):
@@ -71,33 +71,6 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"  # IPv6 literal
     netloc = host + (f":{p.port}" if p.port else "")
     return urlunsplit((p.scheme, netloc, p.path, "", ""))
-
-
-def _fill(value: Any, symbols: list[str]) -> Any:
-    # A value that is exactly "{symbols}" becomes the list, inside a longer string the comma-joined
-    # text. Symbols are sent as configured: a vendor that wants "T.IWM" is configured with "T.IWM".
-    if isinstance(value, str):
-        return list(symbols) if value == "{symbols}" else value.replace("{symbols}", ",".join(symbols))
-    if isinstance(value, dict):
-        return {k: _fill(v, symbols) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fill(v, symbols) for v in value]
-    return value
-
-
-def render_subscribe(template: SubscribeTemplate, symbols: list[str]) -> list[str]:
-    """The text frames to send after connecting. A dict is one JSON message; a str is sent as is
-    (``{symbols}`` -> comma-joined); a list is several messages in order (e.g. auth, then
-    subscribe); None sends nothing (feeds that stream on connect)."""
-    if template is None:
-        return []
-    if isinstance(template, list):
-        return [m for t in template for m in render_subscribe(t, symbols)]
-    if isinstance(template, str):
-        return [template.replace("{symbols}", ",".join(symbols))]
-    if isinstance(template, dict):
-        return [orjson.dumps(_fill(template, symbols)).decode()]
-    raise TypeError(f"subscribe must be a dict, a str, a list of them or None, got {type(template).__name__}")
 
 
 class FeedClient:

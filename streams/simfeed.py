@@ -8,7 +8,7 @@ prints at 13:00. Each session has ``steps_per_session`` prints spread evenly fro
 close, the last one at the close. Time is compressed: at the default 40 prints a second and 4 per
 session, ten sessions pass each second, so a 63-session lookback fills within seconds. The
 calendar ends with the last session of 2099 (ticks carry event times before 2100): the market
-stops there (:class:`CalendarEnd`).
+stops there (:class:`~.sim_calendar.CalendarEnd`). The sessions come from :mod:`.sim_calendar`.
 
 **Start.** The market opens at the first session on or after ``start`` (default 2026-01-02) from
 ``levels``: the last closes of the warm-start history (``--history``), or the newest prices on the
@@ -71,26 +71,31 @@ shipped small-caps scenario (IWM/SPY +10% over 63 sessions, 4 of 7 confirmations
 11 s into a default run (seed 7: session 110, +10.1%, 7 of 7 confirmations). Later regimes are
 drawn at random for 40 to 120 sessions each: small-cap rally, risk-off, broadening, dollar slide,
 dollar rally, curve un-inverting, tech leadership, chop. Deterministic for a given seed.
+
+**Why this module is long.** About a quarter of it is this description, and the rest is one
+calibrated model: the per-symbol and per-class numbers above are read by the price process
+below at every step (a class's cap and band by :meth:`_Leg.drift`, a symbol's beta, noise and
+links by :meth:`SimMarket.step`), and the tables here document exactly those numbers. Split into
+"numbers" and "process", each half could not be read without the other; the calendar, which
+stands alone, is :mod:`.sim_calendar`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import warnings
 from collections import deque
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Iterator
 
+from .sim_calendar import CALENDAR_END, CalendarEnd, xnys_sessions
 from .ticks import Tick
 
-__all__ = ["SimMarket", "DEFAULT_SYMBOLS", "DEFAULT_START", "CALENDAR_END", "CalendarEnd", "AssetClass",
-           "ASSET_CLASSES", "documented_levels", "asset_class", "xnys_sessions", "session_on_or_after",
-           "next_session_after", "WARMUP_SESSIONS", "RALLY_SESSIONS"]
+__all__ = ["SimMarket", "DEFAULT_SYMBOLS", "DEFAULT_START", "AssetClass", "ASSET_CLASSES", "documented_levels",
+           "asset_class", "WARMUP_SESSIONS", "RALLY_SESSIONS"]
 
 DEFAULT_START = date(2026, 1, 2)
-CALENDAR_END = date(2099, 12, 31)   # ticks carry event times before 2100 (streams/ticks.py MAX_TS_MS)
 WINDOW = 63                         # sessions over which regime drift is capped (3 months)
 WARMUP_SESSIONS = 66                # opening chop while the 63-session windows fill
 RALLY_SESSIONS = 80                 # then the scripted small-cap rally
@@ -171,10 +176,6 @@ _REGIMES: list[dict[str, float]] = [
 ]
 
 
-class CalendarEnd(Exception):
-    """The simulated market reached the end of its calendar (:data:`CALENDAR_END`)."""
-
-
 def documented_levels() -> dict[str, float]:
     """The start level of each known symbol when no history or tick gives one."""
     return {s: spec.level for s, spec in _SPECS.items()}
@@ -184,34 +185,6 @@ def asset_class(symbol: str) -> str:
     """The asset class key (:data:`ASSET_CLASSES`) of a symbol; any unknown symbol is ``equity``."""
     spec = _SPECS.get(symbol)
     return spec.cls if spec else "equity"
-
-
-def xnys_sessions(start: date, end: date = CALENDAR_END) -> tuple[list[date], list[int], list[int]]:
-    """The NYSE sessions from ``start`` to ``end`` (both included): (dates, opens, closes), times
-    in epoch milliseconds, from ``exchange_calendars`` (early closes included)."""
-    import exchange_calendars as xcals
-
-    if start > end:
-        return [], [], []
-    with warnings.catch_warnings():
-        # exchange_calendars 4.13 reads Series.values of tz-aware times, which pandas 3.1 deprecates
-        warnings.filterwarnings("ignore", message="Series.values returning an ndarray that drops timezone")
-        cal = xcals.get_calendar("XNYS", start=start.isoformat(), end=end.isoformat())
-    days = list(cal.sessions.date)
-    opens = cal.opens.dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype("int64").tolist()
-    closes = cal.closes.dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype("int64").tolist()
-    return days, opens, closes
-
-
-def session_on_or_after(day: date) -> date | None:
-    """The first NYSE session on or after ``day``; None past :data:`CALENDAR_END`."""
-    days, _, _ = xnys_sessions(day, min(CALENDAR_END, day + timedelta(days=30)))
-    return days[0] if days else None
-
-
-def next_session_after(day: date) -> date | None:
-    """The first NYSE session strictly after ``day``; None past :data:`CALENDAR_END`."""
-    return session_on_or_after(day + timedelta(days=1))
 
 
 class _Leg:

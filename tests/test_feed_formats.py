@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from ratiowatch.streams.feed import FeedClient, redact_url, render_subscribe
+from ratiowatch.streams.feed import FeedClient, redact_url
+from ratiowatch.streams.feed_subscribe import render_subscribe
 from ratiowatch.streams.feed_formats import FORMATS, Item, get_format, plain, polygon
 from ratiowatch.streams.ticks import Rejected
 

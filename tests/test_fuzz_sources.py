@@ -101,7 +101,8 @@ def test_feed_client_takes_any_message_of_any_vendor_and_loses_nothing(fmt, mess
     published tick or a dead letter with a reason."""
     import asyncio
 
-    from ratiowatch.roles.source import FeedSpec, feed_client
+    from ratiowatch.roles.source import feed_client
+    from ratiowatch.roles.source_options import FeedSpec
     from test_source_feeds import Config, RecordingSink
 
     async def go():

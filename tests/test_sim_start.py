@@ -19,11 +19,13 @@ import orjson
 import pytest
 
 from ratiowatch.config import load_config
-from ratiowatch.roles.source import (KafkaTickSink, SimStartRefused, SourceOptions, newest_on_ticks, plan_sim_start,
-                                     run_sources)
+from ratiowatch.roles.sim_start import SimStartRefused, newest_on_ticks, plan_sim_start
+from ratiowatch.roles.source import run_sources
+from ratiowatch.roles.source_options import SourceOptions
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import aio_consumer, aio_producer
+from ratiowatch.streams.sources.sinks import KafkaTickSink
 from ratiowatch.streams.simfeed import DEFAULT_SYMBOLS
 from ratiowatch.streams.ticks import Tick, encode_ticks, parse_ticks
 from ratiowatch.streams.topics import TICKS

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from websockets.asyncio.server import serve
 
-from ratiowatch.roles.source import FeedSpec, feed_client
+from ratiowatch.roles.source import feed_client
+from ratiowatch.roles.source_options import FeedSpec
 from ratiowatch.streams.sources.base import FeedFatalError
 
 KEY, SECRET, TOKEN = "AKTESTKEY123", "s3cr3t-value-xyz", "fh-token-789"

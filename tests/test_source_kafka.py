@@ -12,11 +12,13 @@ import pytest
 from websockets.asyncio.server import serve
 
 from ratiowatch.config import load_config
-from ratiowatch.roles.source import FeedSpec, KafkaTickSink, SourceOptions, run_sources
+from ratiowatch.roles.source import run_sources
+from ratiowatch.roles.source_options import FeedSpec, SourceOptions
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import aio_consumer, aio_producer
 from ratiowatch.streams.sources.base import FeedFatalError
 from ratiowatch.streams.sources.poller import Series
+from ratiowatch.streams.sources.sinks import KafkaTickSink
 from ratiowatch.streams.ticks import parse_ticks
 from ratiowatch.streams.topics import TICKS, TICKS_DLQ
 from source_vendors import VendorHTTP

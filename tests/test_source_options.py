@@ -7,7 +7,7 @@ import argparse
 from datetime import date
 
 from ratiowatch.config import load_config
-from ratiowatch.roles.source import add_source_arguments, source_options_from_args
+from ratiowatch.roles.source_options import add_source_arguments, source_options_from_args
 from ratiowatch.streams.sources.poller import Series
 
 

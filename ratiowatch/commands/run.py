@@ -25,11 +25,13 @@ from ratiowatch.model import Config
 from ratiowatch.ops.health import Health
 from ratiowatch.ops.http import HttpAddress, OpsServer, http_settings, parse_http_address
 from ratiowatch.ops.metrics import Metrics
-from ratiowatch.roles.source import (KafkaTickSink, MeteredSink, SimStartRefused, add_source_arguments, plan_sim_start,
-                                     run_sources, source_options_from_args)
+from ratiowatch.roles.sim_start import SimStartRefused, plan_sim_start
+from ratiowatch.roles.source import run_sources
+from ratiowatch.roles.source_options import add_source_arguments, source_options_from_args
 from ratiowatch.roles.startup_watch import watch_coordination
 from ratiowatch.streams.history import available_symbols
 from ratiowatch.streams.kafka_settings import load_kafka_security
+from ratiowatch.streams.sources.sinks import KafkaTickSink, MeteredSink
 
 from ._common import add_broker, add_config, add_history, broker_url
 from ._reload import FileFollower

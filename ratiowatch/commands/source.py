@@ -26,7 +26,7 @@ HTTP_PORT = 9473  # engine 9470, notify 9471, web 9472
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ratiowatch.ops.http import add_http_argument
-    from ratiowatch.roles.source import add_source_arguments
+    from ratiowatch.roles.source_options import add_source_arguments
 
     add_config(p)
     add_broker(p, embedded_default=False)
@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ratiowatch.ops.http import http_settings
-    from ratiowatch.roles.source import source_options_from_args
+    from ratiowatch.roles.source_options import source_options_from_args
 
     url = broker_url(args.broker)
     if url is None:
@@ -57,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, opts: Any, config: Any, bootstrap: str, http: tuple) -> int:
     from ratiowatch.ops import Health, Metrics, OpsServer
-    from ratiowatch.roles.source import KafkaTickSink, MeteredSink, run_sources
+    from ratiowatch.roles.source import run_sources
     from ratiowatch.streams.clients import aio_producer
     from ratiowatch.streams.sources.base import FeedFatalError
+    from ratiowatch.streams.sources.sinks import KafkaTickSink, MeteredSink
 
     metrics, health = Metrics(), Health()
     metrics.add_role("source")
@@ -80,7 +81,7 @@ async def _main(args: argparse.Namespace, opts: Any, config: Any, bootstrap: str
             return 1
         sim_at: dict[str, Any] = {}
         if opts.sim:  # never in the past of the state it joins: after the newest tick on `ticks`
-            from ratiowatch.roles.source import SimStartRefused, plan_sim_start
+            from ratiowatch.roles.sim_start import SimStartRefused, plan_sim_start
 
             try:
                 plan = await plan_sim_start(config, bootstrap=bootstrap, history_dir=args.history,
