@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 
 from ratiowatch.backtest import run_backtest
-from ratiowatch.backtest_report import format_report, scenario_chart_png
+from ratiowatch.backtest.report import format_report, scenario_chart_png
 from ratiowatch.config import load_config
 from ratiowatch.streams.history import available_symbols, load_history
 

@@ -1,6 +1,6 @@
 """The backtest's summaries: per rule (crossings, episodes, forward change after firing) and per
 scenario, with the forward change of the trigger series split by how many confirmations were met
-at each firing. Read from the frames of :mod:`ratiowatch.backtest`; crossings only, no loop over days.
+at each firing. Read from the frames of :mod:`.scenario_run`; crossings only, no loop over days.
 """
 
 from __future__ import annotations
@@ -11,19 +11,21 @@ from typing import Any
 
 import polars as pl
 
-from ratiowatch.backtest import (FORWARD_HORIZONS, Episode, RuleSummary, ScenarioSummary, _forward,
-                                 _ScenarioRun)
 from ratiowatch.model import Rule
+
+from .frames import forward_frame
+from .results import FORWARD_HORIZONS, Episode, RuleSummary, ScenarioSummary
+from .scenario_run import ScenarioRun
 
 __all__ = ["rule_summary", "forward_by_met", "scenario_summary"]
 
 
-def rule_summary(run: _ScenarioRun, rule: Rule) -> RuleSummary:
+def rule_summary(run: ScenarioRun, rule: Rule) -> RuleSummary:
     """One rule over the history: its crossings, episodes and the forward change of its own
     series after it fired."""
     frame = run.rules[rule.name]
     series = run.series[rule.series.name]
-    fwd = _forward(rule.series, series, "value", "fwd_")
+    fwd = forward_frame(rule.series, series, "value", "fwd_")
     crossings = frame.filter(pl.col("kind").is_not_null())
     episodes: list[Episode] = []
     opened: tuple[date, int] | None = None
@@ -46,7 +48,7 @@ def rule_summary(run: _ScenarioRun, rule: Rule) -> RuleSummary:
         forward_median=med, forward_n=n, baseline_median=base)
 
 
-def forward_by_met(run: _ScenarioRun, table: pl.DataFrame) -> dict[int, dict[str, Any]]:
+def forward_by_met(run: ScenarioRun, table: pl.DataFrame) -> dict[int, dict[str, Any]]:
     """Forward change of the trigger series after each firing, split by how many confirmations
     were met at that firing: met -> {"n", "median": {horizon: median}}."""
     if not run.sc.confirmations:
@@ -59,7 +61,7 @@ def forward_by_met(run: _ScenarioRun, table: pl.DataFrame) -> dict[int, dict[str
     return out
 
 
-def scenario_summary(run: _ScenarioRun, table: pl.DataFrame) -> ScenarioSummary:
+def scenario_summary(run: ScenarioRun, table: pl.DataFrame) -> ScenarioSummary:
     sc = run.sc
     trig = run.trigger
     rules = tuple(rule_summary(run, r) for r in sc.rules)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from ratiowatch.backtest import FORWARD_HORIZONS, BacktestResult
 from ratiowatch.charts import metric_chart_png
 from ratiowatch.model import Config, Scenario
+
+from .results import FORWARD_HORIZONS, BacktestResult
 
 __all__ = ["scenario_chart_png", "format_report"]
 
