@@ -134,8 +134,9 @@ class Pipeline:
         app.commit_due = self.checkpoint.commit_due
         app.commit_cap = self._commit_cap
         # A quiet partition stops holding the watermark grace_ms after its last tick; the ticks it
-        # held wait on for this timer's next run, so it runs every 5 ms (a check of a few µs per
-        # shard with waiting ticks), not every grace_ms / 2 (+12 ms of latency on average).
+        # held then wait for the next record to arrive or this timer's next run, so it runs every
+        # 5 ms (a check of a few µs per shard with waiting ticks), not every grace_ms / 2 (up to
+        # 25 ms more when nothing else arrives, as after a feed's last ticks before a pause).
         idle_s = config.settings.grace_ms / 1000.0
         app.timer(max(min(idle_s / 2, 0.005), 0.002), name="ratiowatch.release")(
             lambda: self.evaluator.release_idle(self._owned_list()))
