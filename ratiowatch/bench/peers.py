@@ -10,6 +10,7 @@ cannot import is reported as not installed, not as a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -130,14 +131,17 @@ def _spawner(python: str, spec_dir: str) -> Callable[[str, dict[str, Any]], tupl
 
 
 def run_peers(records: list[Record], partitions: int, partner: dict[str, str], limit_ticks_per_s: float,
-              python: str | None = None, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Each peer over ``records`` (one tick per record) on a broker of its own topic; peer ->
-    its result with ``vs_limit``, or {"installed": False}."""
+              python: str | None = None, log: Callable[[str], None] = lambda _: None,
+              broker: Any = None) -> dict[str, Any]:
+    """Each peer over ``records`` (one tick per record) on a topic of its own on ``broker`` (the
+    limit's; None: a fresh embedded broker); peer -> its result with ``vs_limit``, or
+    {"installed": False}."""
     python = python or sys.executable
     versions = installed(python)
     out: dict[str, Any] = {"python": python}
     ticks = sum(r[3] for r in records)
-    with tempfile.TemporaryDirectory(prefix="rw-bench-peers-") as spec_dir, EmbeddedBroker() as broker:
+    with tempfile.TemporaryDirectory(prefix="rw-bench-peers-") as spec_dir, \
+            (contextlib.nullcontext(broker) if broker is not None else EmbeddedBroker()) as broker:
         spawn = _spawner(python, spec_dir)
         for peer in PEERS:
             if versions.get(peer) is None:

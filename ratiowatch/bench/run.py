@@ -71,7 +71,7 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
     nb = min(ticks, o["baseline_ticks"])
     partner = market.partners()
 
-    # limit and baseline share one broker; each reads its own topics.
+    # limit, baseline and the peers share one broker; each reads its own topics.
     with EmbeddedBroker() as broker:
         for name in ("bench.limit.batch", "bench.limit.single", "bench.limit.symbol-batch", "bench.baseline.batch",
                      "bench.baseline.single"):
@@ -100,12 +100,12 @@ def run_bench(*, ticks: int = DEFAULTS["ticks"], scenarios: tuple[int, ...] = DE
         base = baseline("batch", batch_records(stream[:nb], B, P))
         base["single_tick_records"] = baseline("single", singles[:nb])
 
-    peer_results = None
-    if peers:
-        from .peers import run_peers
+        peer_results = None
+        if peers:  # on the limit's broker, each on a topic of its own
+            from .peers import run_peers
 
-        peer_results = run_peers(singles, P, partner, lim["single_tick_records"]["ticks_per_s"],
-                                 python=peers_python, log=log)
+            peer_results = run_peers(singles, P, partner, lim["single_tick_records"]["ticks_per_s"],
+                                     python=peers_python, log=log, broker=broker)
 
     log("engine: ratiowatch, vendor batches")
     prof = (lambda name: os.path.join(profile_dir, name)) if profile_dir else (lambda name: None)
