@@ -1,6 +1,6 @@
 """The batch backtest: the scenario semantics computed a second way, vectorized with polars.
 
-The streaming engine (:mod:`ratiowatch.agents.engine`) steps tick by tick; this module computes the
+The streaming engine (:mod:`ratiowatch.agents.engine`) steps tick by tick; this package computes the
 same events over a whole daily history at once, with no loop over days:
 
 - Series: the legs' rows are pivoted on the union of their dates (a series advances only on a date
