@@ -107,8 +107,9 @@ class Checkpoint:
                     sh.dirty.add(sid)
             elif sid in self.seed:
                 seed = self.seed[sid]
-                sh.states[sid] = ScenarioState.from_parts(seed.live_dict(), seed.history_dict(), e.keep)
-                sh.dirty.add(sid)  # written with the next checkpoint
+                sh.states[sid] = st = ScenarioState.from_parts(seed.live_dict(), seed.history_dict(), e.keep)
+                st.history_changed = True  # both parts written with the next checkpoint: the past
+                sh.dirty.add(sid)          # closes are what a restart must find
         if self.shard_of is not None:
             for sid in self.orphans(sh, self.shard_of):
                 log.info("scenario %s was removed: its stored state is deleted", sid)

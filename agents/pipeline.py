@@ -226,7 +226,8 @@ class Pipeline:
                 for sc in (*changes.added, *changes.restarted):
                     if sc.id in seeds and sc.id in sh.engine.engines:
                         seed, keep = seeds[sc.id], sh.engine.engines[sc.id].keep
-                        sh.states[sc.id] = ScenarioState.from_parts(seed.live_dict(), seed.history_dict(), keep)
+                        sh.states[sc.id] = st = ScenarioState.from_parts(seed.live_dict(), seed.history_dict(), keep)
+                        st.history_changed = True  # both parts written with the next checkpoint
                         sh.dirty.add(sc.id)
             self.pacer.touched(n, [sc.id for sc in (*changes.added, *changes.changed) if shard_of(sc.id, self.shards) == n])
         for sid in changes.removed:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ratiowatch.commands.scenarios import read_scenarios
+from ratiowatch.commands._control import read_scenarios
 from ratiowatch.config import default_config_path
 
 pytestmark = pytest.mark.broker

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from ratiowatch.cli import main
-from ratiowatch.config import load_config
+from ratiowatch.config import default_config_path, load_config
 from ratiowatch.notifiers import NotificationService
 from ratiowatch.notifiers.records import delivery_record
 from ratiowatch.notifiers.silences import (ALL, SilenceError, SilenceSet, decode, encode, expire, new_silence,
@@ -231,7 +231,8 @@ async def test_a_message_held_by_its_group_window_is_not_sent_once_a_silence_beg
 # ------------------------------------------------------------------ the command's bad input
 
 @pytest.mark.parametrize("argv, why", [
-    (["add", "no-such", "--for", "4h", "--comment", "x"], "unknown scenario 'no-such'"),
+    # Named against a file: without --config the ids in force are read from the cluster.
+    (["add", "no-such", "--for", "4h", "--comment", "x", "--config", default_config_path()], "unknown scenario 'no-such'"),
     (["add", "small-caps-outperform", "--for", "0h", "--comment", "x"], "longer than zero"),
     (["add", "small-caps-outperform", "--until", "2020-01-01T00:00Z", "--comment", "x"], "not in the future"),
     (["add", "small-caps-outperform", "--for", "1h", "--comment", ""], "--comment is required"),

@@ -15,7 +15,7 @@ import pytest
 from kafka import KafkaProducer
 
 from ratiowatch.agents.engine import ShardEngine
-from ratiowatch.commands.silence import write_silence
+from ratiowatch.commands._control import write_silence
 from ratiowatch.config import load_config
 from ratiowatch.notifiers.silences import encode, new_silence
 from ratiowatch.ops.health import Health

@@ -57,3 +57,47 @@ async def test_first_live_tick_after_warm_start_has_its_63_session_reading(histo
     assert status["trigger"]["state"] == "armed"
     # The status's last crossing is that re-arm from the history, not anything the live tick did.
     assert (status["last_event"]["kind"], status["last_event"]["at"][:10]) == ("rearmed", "2026-02-25")
+
+
+async def test_a_warm_started_state_survives_a_restart_before_its_next_session(history_dir, tmp_path):
+    # The seeded past closes are the warm start: the changelog must hold them as soon as the
+    # seeded state is written, not only once a session rolls. Otherwise an engine restarted the
+    # same day finds the live part alone and every window is undefined again.
+    from ratiowatch.streams.app import ensure_topics
+    from ratiowatch.streams.broker import EmbeddedBroker
+
+    cfg = load_config()
+    seed, _, _ = seed_states(cfg, history_dir)
+    with EmbeddedBroker() as broker:
+        ensure_topics(broker, cfg.settings.partitions)
+        first = EngineRole(cfg, broker_url=broker.url, seed=seed, datadir=str(tmp_path / "a"))
+        await first.start()
+        try:
+            engine, state = await _loaded(first, "small-caps-outperform")
+            assert all(v is not None for v in engine.windows(state).values())  # seeded
+        finally:
+            await first.stop()  # writes every owned shard's state on its way out
+        again = EngineRole(cfg, broker_url=broker.url, datadir=str(tmp_path / "b"))  # no seed this time
+        await again.start()
+        try:
+            engine, state = await _loaded(again, "small-caps-outperform")
+            windows = engine.windows(state)
+        finally:
+            await again.stop()
+    assert all(v is not None for v in windows.values()), windows
+
+
+async def _loaded(role: EngineRole, sid: str):
+    """The scenario's engine and state, once its shard is loaded (the status timer loads every
+    owned shard after recovery)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        try:
+            engine, state = role.pipeline.engine_for(sid)
+            if state is not None:
+                return engine, state
+        except KeyError:
+            pass
+        assert loop.time() < deadline, f"{sid}: its shard was not loaded within 30 s"
+        await asyncio.sleep(0.05)

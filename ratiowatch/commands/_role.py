@@ -98,16 +98,20 @@ def role_main(name: str, args: argparse.Namespace, build: BuildRole, *, notifies
         return await serve_role(name, args, metrics, health, role.start, role.stop, live=live,
                                 coordination=getattr(role, "coordination_error", None))
 
-    return exit_without_stragglers(name, asyncio.run(main()))
+    before = set(threading.enumerate())
+    return exit_without_stragglers(name, asyncio.run(main()), before=before)
 
 
-def exit_without_stragglers(name: str, code: int, grace_s: float = STRAGGLERS_S) -> int:
-    """``code``, once the threads still running have ended; past ``grace_s``, the process exits
-    at once with ``code`` (os._exit) rather than wait for them. A client thread that outlives
-    its stop (faust's consumer thread is not a daemon) would otherwise hold the exit back forever,
-    and a role that hangs instead of exiting is never restarted."""
+def exit_without_stragglers(name: str, code: int, grace_s: float = STRAGGLERS_S,
+                            before: set[threading.Thread] | None = None) -> int:
+    """``code``, once the threads the role started and that still run have ended; past
+    ``grace_s``, the process exits at once with ``code`` (os._exit) rather than wait for them. A
+    client thread that outlives its stop (faust's consumer thread is not a daemon) would otherwise
+    hold the exit back forever, and a role that hangs instead of exiting is never restarted.
+    Threads in ``before`` (running before the role started: a caller's own) are not the role's."""
     deadline = threading.Event()
-    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
+              and t not in (before or ())]
     timer = threading.Timer(grace_s, deadline.set)
     timer.daemon = True
     timer.start()

@@ -30,19 +30,18 @@ from pathlib import Path
 
 import yaml
 
-from ratiowatch.config import load_config, parse_scenario_record
-from ratiowatch.errors import ConfigError
+from ratiowatch.config import load_config
 from ratiowatch.model import Scenario
 from ratiowatch.model.changes import diff
 from ratiowatch.model.spec import encode_record, spec
 from ratiowatch.streams.kafka_settings import KafkaSecurity, load_kafka_security
-from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.topics import SCENARIOS
 from ratiowatch.streams.writeback import write_records
 
 from ._common import broker_url, for_users
+from ._control import read_scenarios, read_silences
 
-__all__ = ["NAME", "HELP", "add_arguments", "run", "read_scenarios", "apply_file"]
+__all__ = ["NAME", "HELP", "add_arguments", "run", "apply_file"]
 
 NAME = "scenarios"
 HELP = "the scenarios in force on the cluster: apply a file (live, no restart), list, export"
@@ -119,26 +118,8 @@ def apply_file(bootstrap: str, scenarios: tuple[Scenario, ...], *, dry_run: bool
     return 0
 
 
-def read_scenarios(bootstrap: str, *, sec: KafkaSecurity | None = None) -> dict[str, Scenario]:
-    """The scenarios in force, in topic order (bad records skipped, with a warning on stderr)."""
-    out: dict[str, Scenario] = {}
-    for key, value, partition, offset in read_topic(bootstrap, SCENARIOS, sec=sec):
-        try:
-            sc = parse_scenario_record(key, value, SCENARIOS)
-        except ConfigError as e:
-            print(f"{SCENARIOS}[{partition}]@{offset}: skipped: {e}", file=sys.stderr)
-            continue
-        if sc is None:
-            out.pop(key.decode(), None)
-        else:
-            out[sc.id] = sc
-    return out
-
-
 def _list(bootstrap: str, current: dict[str, Scenario], as_json: bool, sec: KafkaSecurity | None) -> int:
     import json
-
-    from ratiowatch.commands.silence import read_silences
 
     now = datetime.now(timezone.utc)
     silences = read_silences(bootstrap, sec=sec)

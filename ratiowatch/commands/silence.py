@@ -14,7 +14,8 @@ record on ``deliveries`` instead; events still go to ``events``, and what a sile
 never sent later. ``expire`` ends a silence now by writing it again with ``ends_at`` = now, so it
 stays in ``list`` (as expired).
 
-``add`` checks the scenario ids against --config (default: the shipped scenarios). Bad input
+``add`` checks the scenario ids against --config, or else against the scenarios in force on the
+cluster (its ``scenarios`` topic; the shipped scenarios when nothing was applied there). Bad input
 (an unknown scenario, a duration <= 0, an --until in the past or without a UTC offset, an empty
 comment, an unknown or expired id for ``expire``) exits 2 with the reason and writes nothing.
 """
@@ -29,15 +30,14 @@ import sys
 from datetime import datetime, timezone
 
 from ratiowatch.config import load_config
-from ratiowatch.notifiers.silences import SilenceError, SilenceSet, encode, expire, new_silence, state
-from ratiowatch.streams.kafka_settings import KafkaSecurity, load_kafka_security
-from ratiowatch.streams.readback import read_topic
+from ratiowatch.notifiers.silences import SilenceError, encode, expire, new_silence, state
+from ratiowatch.streams.kafka_settings import load_kafka_security
 from ratiowatch.streams.topics import SILENCES
-from ratiowatch.streams.writeback import write_records
 
 from ._common import add_config, broker_url, for_users
+from ._control import read_scenarios, read_silences, write_silence
 
-__all__ = ["NAME", "HELP", "add_arguments", "run", "read_silences", "write_silence"]
+__all__ = ["NAME", "HELP", "add_arguments", "run"]
 
 NAME = "silence"
 HELP = "mute scenarios for a while: silence add / list / expire (on the cluster's silences topic)"
@@ -78,12 +78,13 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     bootstrap = url.removeprefix("kafka://")
     now = now or datetime.now(timezone.utc)
     if args.action == "add":
-        # Everything is checked before the cluster is touched: bad input writes nothing.
-        known = [s.id for s in load_config(args.config, require_channels=False).scenarios]
+        # Everything is checked before anything is written: bad input writes nothing. What can be
+        # checked without the cluster is checked first; then the ids, against what is in force.
+        fields = dict(all_scenarios=args.all_scenarios, duration=args.duration, until=args.until,
+                      comment=args.comment, author=args.author or _login(), now=now)
         try:
-            s = new_silence(args.scenarios, all_scenarios=args.all_scenarios, duration=args.duration,
-                            until=args.until, comment=args.comment, author=args.author or _login(), now=now,
-                            known=known)
+            new_silence(args.scenarios, **fields, known=args.scenarios)
+            s = new_silence(args.scenarios, **fields, known=_known_scenarios(bootstrap, args.config))
         except SilenceError as e:
             return _fail(str(e))
         sec = load_kafka_security()
@@ -111,6 +112,16 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     return 0
 
 
+def _known_scenarios(bootstrap: str, config: str | None) -> list[str]:
+    """The ids a silence may name: --config's, else those in force on the cluster's ``scenarios``
+    topic (what the roles evaluate; the shipped file when nothing was applied there)."""
+    if config is None:
+        on_topic = list(read_scenarios(bootstrap, sec=load_kafka_security()))
+        if on_topic:
+            return on_topic
+    return [s.id for s in load_config(config, require_channels=False).scenarios]
+
+
 def _login() -> str:
     try:
         return getpass.getuser()
@@ -134,17 +145,3 @@ def _table(rows: list, now: datetime) -> None:
     Console(width=None if sys.stdout.isatty() else 1000).print(t if rows else "no silences")
 
 
-def read_silences(bootstrap: str, *, sec: KafkaSecurity | None = None) -> SilenceSet:
-    """Every silence on the topic (bad records skipped, with a warning on stderr)."""
-    out = SilenceSet()
-    for key, value, partition, offset in read_topic(bootstrap, SILENCES, sec=sec):
-        try:
-            out.apply(key, value)
-        except SilenceError as e:
-            print(f"{SILENCES}[{partition}]@{offset}: skipped: {e}", file=sys.stderr)
-    return out
-
-
-def write_silence(bootstrap: str, key: bytes, value: bytes, *, sec: KafkaSecurity | None = None) -> None:
-    """Write one record and wait for the cluster to acknowledge it (acks=all)."""
-    write_records(bootstrap, SILENCES, [(key, value)], client_id="ratiowatch-silence", sec=sec)

@@ -108,8 +108,8 @@ class WebRole:
             await self._start_statuses()
         except BaseException:
             await self.silences.stop()
-        if self.follower is not None:
-            await self.follower.stop()
+            if self.follower is not None:
+                await self.follower.stop()
             raise
         self._mute_task = asyncio.create_task(self._expire_mutes(), name="web-mutes")
 
@@ -237,3 +237,5 @@ class WebRole:
         if self._producer is not None:
             await self._producer.stop()
         await self.silences.stop()
+        if self.follower is not None:
+            await self.follower.stop()
