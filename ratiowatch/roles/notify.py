@@ -3,7 +3,7 @@ out to its channels (notifiers/: routing, grouping, dedup, retries, dead letters
 
 It follows the ``silences`` topic (roles/silences.py) and reads it to its end before it consumes
 ``events``: a notification that a silence mutes when it would be sent is recorded as ``silenced``
-on ``deliveries`` instead (notifiers/worker.py).
+on ``deliveries`` instead (the mute stage, notifiers/stages.py).
 
 It has its own faust app (app id ``ratiowatch-notify``, so its own group and committed offsets),
 and can be scaled: the group splits the ``events`` partitions between processes. It shares
@@ -98,7 +98,7 @@ class NotifyRole:
         folder = self._folder(bootstrap, ephemeral)
         # What each trigger did over the history, told with each firing: at start, never per event.
         records = track_records_from_history(config, history_dir) if history_dir and config.scenarios else None
-        # Silences mute at send time (notifiers/worker.py); a bad record on `silences` is skipped
+        # Silences mute at send time (the mute stage, notifiers/stages.py); a bad record on `silences` is skipped
         # and the last good silences stay in force.
         self.silences = SilenceFollower(bootstrap=bootstrap, role="notify", sec=sec,
                                         on_bad_record=self._bad_silence)
@@ -232,7 +232,7 @@ class NotifyRole:
 
     def _report_unsent(self) -> None:
         """At stop: what the channels had not sent, and where it resumes. The truth of the second
-        part is agents/notify.py's: an event's offset on ``events`` is committed while its notices
+        part is roles/notify_agent.py's: an event's offset on ``events`` is committed while its notices
         may still be retrying, so the committed offset does not bring them back; the event is kept
         in the inbox beside the dedup record until every notice is settled, and a notify role
         started on that folder hands the inbox to the channels again."""
