@@ -16,6 +16,7 @@ import yaml
 
 from ratiowatch.config import load_config
 from ratiowatch.model import Config, Rule
+from ratiowatch.model.spec import rule_spec
 from ratiowatch.notifiers.deliver import medium_for
 from ratiowatch.notifiers.redact import redact_url, url_problem
 
@@ -34,15 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _rule(r: Rule) -> dict[str, Any]:
-    d: dict[str, Any] = {"series": r.series.name}
-    if r.transform == "streak":
-        d["streak"] = True
-    elif r.transform != "value":
-        d[r.transform] = r.sessions
-    d["above" if r.direction == "up" else "below"] = r.threshold
-    d["rearm"] = r.rearm
-    d["in_words"] = r.describe()
-    return d
+    return {**rule_spec(r), "in_words": r.describe()}
 
 
 def config_document(cfg: Config) -> dict[str, Any]:

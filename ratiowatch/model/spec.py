@@ -20,13 +20,14 @@ import orjson
 
 from .scenario import Rule, Scenario
 
-__all__ = ["spec", "with_version", "version_of", "rules_version", "encode_record", "RECORD_SCHEMA"]
+__all__ = ["spec", "rule_spec", "with_version", "version_of", "rules_version", "encode_record", "RECORD_SCHEMA"]
 
 RECORD_SCHEMA = 1
 _RULES_KEYS = ("trigger", "confirmations", "require", "windows")
 
 
-def _rule(r: Rule, label: str | None) -> dict[str, Any]:
+def rule_spec(r: Rule, label: str | None = None) -> dict[str, Any]:
+    """A rule as a file writes it (with its ``label`` for a confirmation)."""
     out: dict[str, Any] = {"label": label} if label is not None else {}
     out["series"] = r.series.name
     if r.transform == "streak":
@@ -46,8 +47,8 @@ def spec(sc: Scenario) -> dict[str, Any]:
         # Left out when empty, as a file leaves it out: the file's rules refuse an empty string,
         # and a record must read back under them.
         **({"description": sc.description} if sc.description else {}),
-        "trigger": _rule(sc.trigger, None),
-        "confirmations": [_rule(c, c.name) for c in sc.confirmations],
+        "trigger": rule_spec(sc.trigger),
+        "confirmations": [rule_spec(c, c.name) for c in sc.confirmations],
         "windows": list(sc.windows),
         "notify": list(sc.notify),
         "notify_resolved": sc.notify_resolved,
