@@ -1,6 +1,8 @@
 """The ``notify`` role: consumes ``events`` in its own consumer group and fans each trigger event
 out to its channels (notifiers/: routing, grouping, dedup, retries, dead letters, deliveries).
 
+It follows the ``scenarios`` topic (roles/scenarios.py; with ``follow_scenarios``), so what it
+routes changes live; an event evaluated under a scenario version it has not read yet waits for it.
 It follows the ``silences`` topic (roles/silences.py) and reads it to its end before it consumes
 ``events``: a notification that a silence mutes when it would be sent is recorded as ``silenced``
 on ``deliveries`` instead (the mute stage, notifiers/stages.py).
