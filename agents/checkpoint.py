@@ -31,6 +31,7 @@ the shard's next write ahead of its other records.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -162,18 +163,31 @@ class Checkpoint:
         await self.write(shards())
 
     async def write(self, shards: list[ShardState], owned: Callable[[int], bool] = lambda n: True) -> bool:
-        """Write every given shard's changed state; returns whether anything was written."""
+        """Write every given shard's changed state; returns whether anything was written. Every
+        shard's lock is taken first (in shard order; nothing else holds two), so one flush covers
+        the events of all of them: each flush waits for the broker (~2.5 ms on the embedded one),
+        and one per shard held each commit (and the ticks arriving meanwhile) ~20 ms longer."""
         started = time.monotonic()
         wrote = False
-        for sh in shards:
-            async with sh.lock:
-                if owned(sh.n):  # not revoked while we waited: the new owner has it now
-                    wrote = await self.write_shard(sh) or wrote
+        async with contextlib.AsyncExitStack() as held:
+            for sh in sorted(shards, key=lambda s: s.n):
+                await held.enter_async_context(sh.lock)
+            mine = [sh for sh in shards if owned(sh.n)]  # not revoked while we waited: the new owner has it
+            if any(self._changed(sh) for sh in mine):
+                await self.flush()
+            for sh in mine:
+                wrote = await self.write_shard(sh, flushed=True) or wrote
         self._written_at = time.monotonic()
         self._write_took = self._written_at - started
         return wrote
 
-    async def write_shard(self, sh: ShardState) -> bool:
+    @staticmethod
+    def _changed(sh: ShardState) -> bool:
+        """Whether write_shard has anything to write for ``sh`` (see there)."""
+        return bool(sh.dirty or sh.meta_dirty
+                    or any(sh.written - at > REWRITE_AFTER_BYTES for at in sh.last_written.values()))
+
+    async def write_shard(self, sh: ShardState, flushed: bool = False) -> bool:
         """The shard's changed scenarios (the live part; the history part when it changed) and its
         own state. The caller holds the shard's lock."""
         # The embedded broker keeps only the newest 5 MB of a partition and cannot compact, so a
@@ -186,8 +200,10 @@ class Checkpoint:
         # state is: a state written ahead of a lost event would skip its ticks after a restart,
         # and the event would never be sent. A lost write stops the worker in this flush, before
         # any state that covers it (_StopOnLostWrite, agents/pipeline.py). The lock the caller
-        # holds keeps new events of this shard from slipping in between.
-        await self.flush()
+        # holds keeps new events of this shard from slipping in between (``write`` flushes once for
+        # all the shards whose locks it holds: ``flushed``).
+        if not flushed:
+            await self.flush()
         deleted, sh.deleted = sh.deleted, set()
         for sid in deleted:
             for key in (sid, sid + HISTORY_SUFFIX):
