@@ -165,8 +165,9 @@ class Checkpoint:
     async def write(self, shards: list[ShardState], owned: Callable[[int], bool] = lambda n: True) -> bool:
         """Write every given shard's changed state; returns whether anything was written. Every
         shard's lock is taken first (in shard order; nothing else holds two), so one flush covers
-        the events of all of them: each flush waits for the broker (~2.5 ms on the embedded one),
-        and one per shard held each commit (and the ticks arriving meanwhile) ~20 ms longer."""
+        the events of all of them. A flush waits until everything sent before it is acknowledged,
+        the previous shards' state writes included: one per shard held each commit (and the ticks
+        arriving meanwhile) ~20 ms longer with 1,000 scenarios."""
         started = time.monotonic()
         wrote = False
         async with contextlib.AsyncExitStack() as held:
