@@ -29,6 +29,7 @@ from ratiowatch.roles.sim_start import SimStartRefused, plan_sim_start
 from ratiowatch.roles.source import run_sources
 from ratiowatch.roles.source_options import add_source_arguments, source_options_from_args
 from ratiowatch.roles.startup_watch import watch_coordination
+from ratiowatch.streams.clients import check_reachable
 from ratiowatch.streams.history import available_symbols
 from ratiowatch.streams.kafka_settings import load_kafka_security
 from ratiowatch.streams.sources.sinks import KafkaTickSink, MeteredSink
@@ -152,6 +153,8 @@ async def _main(args: argparse.Namespace, config: Config, url: str | None, opts:
             apply_file(bootstrap, cfg.scenarios, prune=prune, sec=load_kafka_security() if embedded is None else None,
                        out=_Indented(sys.stdout), each=each)
 
+        if embedded is None:
+            check_reachable(bootstrap)  # BrokerUnreachable: exit 1 at once, as every role does
         await loop.run_in_executor(None, apply, config, False)  # at start, the summary is enough
         engine = EngineRole(config, broker_url=url, partitions=partitions, history_dir=args.history, metrics=metrics,
                             health=health, origin=origin, follow_scenarios=True)

@@ -34,6 +34,7 @@ from ratiowatch.config import load_config
 from ratiowatch.model import Scenario
 from ratiowatch.model.changes import diff
 from ratiowatch.model.spec import encode_record, spec
+from ratiowatch.streams.clients import BrokerUnreachable, check_reachable
 from ratiowatch.streams.kafka_settings import KafkaSecurity, load_kafka_security
 from ratiowatch.streams.topics import SCENARIOS
 from ratiowatch.streams.writeback import write_records
@@ -77,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     if url is None:
         return _fail("--broker kafka://HOST:PORT is required (the scenarios live on that cluster)")
     bootstrap, sec = url.removeprefix("kafka://"), load_kafka_security()
+    try:
+        check_reachable(bootstrap)
+    except BrokerUnreachable as e:
+        return _fail(str(e), code=1)
     if args.action == "apply":
         return apply_file(bootstrap, config.scenarios, dry_run=args.dry_run, prune=args.prune, sec=sec)
     current = read_scenarios(bootstrap, sec=sec)

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 
 from ratiowatch.config import load_config
 from ratiowatch.notifiers.silences import SilenceError, encode, expire, new_silence, state
+from ratiowatch.streams.clients import BrokerUnreachable, check_reachable
 from ratiowatch.streams.kafka_settings import load_kafka_security
 from ratiowatch.streams.topics import SILENCES
 
@@ -83,14 +84,22 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
         fields = dict(all_scenarios=args.all_scenarios, duration=args.duration, until=args.until,
                       comment=args.comment, author=args.author or _login(), now=now)
         try:
-            new_silence(args.scenarios, **fields, known=args.scenarios)
-            s = new_silence(args.scenarios, **fields, known=_known_scenarios(bootstrap, args.config))
+            from_file = None if args.config is None else _known_scenarios(bootstrap, args.config)
+            new_silence(args.scenarios, **fields, known=args.scenarios if from_file is None else from_file)
+        except SilenceError as e:
+            return _fail(str(e))
+        if (unreachable := _unreachable(bootstrap)) is not None:
+            return unreachable
+        try:
+            s = new_silence(args.scenarios, **fields, known=from_file or _known_scenarios(bootstrap, None))
         except SilenceError as e:
             return _fail(str(e))
         sec = load_kafka_security()
         write_silence(bootstrap, *encode(s), sec=sec)
         print(s.id)
         return 0
+    if (unreachable := _unreachable(bootstrap)) is not None:
+        return unreachable
     sec = load_kafka_security()
     silences = read_silences(bootstrap, sec=sec)
     if args.action == "expire":
@@ -110,6 +119,17 @@ def run(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     else:
         _table(rows, now)
     return 0
+
+
+def _unreachable(bootstrap: str) -> int | None:
+    """Exit 1 at once, saying so, when no broker of the cluster answers (rather than a client's
+    retries for half a minute)."""
+    try:
+        check_reachable(bootstrap)
+    except BrokerUnreachable as e:
+        print(f"ratiowatch silence: {e}", file=sys.stderr)
+        return 1
+    return None
 
 
 def _known_scenarios(bootstrap: str, config: str | None) -> list[str]:
