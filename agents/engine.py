@@ -24,7 +24,7 @@ from typing import AbstractSet, Any, Iterable, Sequence
 
 from ratiowatch.model import Rule, Scenario, SeriesSpec, Settings
 
-from . import rules as R
+from .rules import is_met, step
 from .events import build_event
 from ratiowatch.model.metric import change, round12, rule_metric
 from ratiowatch.model.spec import rules_version
@@ -174,13 +174,13 @@ class ScenarioEngine:
     def met_count(self, state: ScenarioState) -> int:
         """Confirmations met now; one whose metric is not yet defined counts as not met."""
         metrics = state.metrics
-        return sum(1 for c in self.scenario.confirmations if R.is_met(c, metrics.get(c.name)))
+        return sum(1 for c in self.scenario.confirmations if is_met(c, metrics.get(c.name)))
 
     def confirmations(self, state: ScenarioState) -> list[dict[str, Any]]:
         out = []
         for c in self.scenario.confirmations:
             m = state.metrics.get(c.name)
-            out.append({"label": c.name, "series": c.series.name, "met": R.is_met(c, m),
+            out.append({"label": c.name, "series": c.series.name, "met": is_met(c, m),
                         "value": round12(m), "threshold": c.threshold,
                         "direction": c.direction, "lookback": c.lookback,
                         "transform": c.transform, "transform_sessions": c.sessions})
@@ -272,7 +272,7 @@ class ScenarioEngine:
                 metrics[rule.name] = m
                 if deferred:
                     continue
-                now_armed, transition = R.step(rule, armed.get(rule.name), m)
+                now_armed, transition = step(rule, armed.get(rule.name), m)
                 armed[rule.name] = now_armed
                 if transition is not None:
                     if fired is None:
@@ -284,7 +284,7 @@ class ScenarioEngine:
             m = metrics.get("trigger")
             if m is not None:
                 trig = self.scenario.trigger
-                now_armed, transition = R.step(trig, armed.get("trigger"), m,
+                now_armed, transition = step(trig, armed.get("trigger"), m,
                                                confirmed=self.met_count(state) >= self.require)
                 armed["trigger"] = now_armed
                 if transition is not None:

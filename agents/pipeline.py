@@ -32,7 +32,7 @@ from faust.sensors import Sensor
 
 from ratiowatch.model import Config, Scenario
 from ratiowatch.model.changes import ScenarioChanges, diff
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS, SCENARIO_STATUS, SHARD_TICKS, STATE_TABLE, TICKS, TICKS_DLQ
 from ratiowatch.streams.events_readback import events_on_topic
 from ratiowatch.streams.faust_consumer import fetch_position
 from ratiowatch.streams.kafka_settings import KafkaSecurity
@@ -108,16 +108,16 @@ class Pipeline:
         self.pacer = StatusPacer(status_every_s)
 
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.ticks_topic = app.topic(T.TICKS, key_type=bytes, value_type=bytes, partitions=shards, **raw)
-        self.shard_topic = app.topic(T.SHARD_TICKS, key_type=bytes, value_type=bytes, partitions=shards, **raw)
-        self.dlq_topic = app.topic(T.TICKS_DLQ, partitions=1, **raw)
-        self.events_topic = app.topic(T.EVENTS, partitions=shards, **raw)
-        self.table = app.Table(T.STATE_TABLE, partitions=shards, key_type=bytes, value_type=bytes,
+        self.ticks_topic = app.topic(TICKS, key_type=bytes, value_type=bytes, partitions=shards, **raw)
+        self.shard_topic = app.topic(SHARD_TICKS, key_type=bytes, value_type=bytes, partitions=shards, **raw)
+        self.dlq_topic = app.topic(TICKS_DLQ, partitions=1, **raw)
+        self.events_topic = app.topic(EVENTS, partitions=shards, **raw)
+        self.table = app.Table(STATE_TABLE, partitions=shards, key_type=bytes, value_type=bytes,
                                help="scenario id -> state; ~shard/N -> the shard's offsets and waiting ticks")
 
         self.router = Router(self.map, signed=config.settings.signed_symbols,
                              lateness_ms=int(config.settings.allowed_lateness_s * 1000),
-                             send_shard=lambda n, v: self._send(T.SHARD_TICKS, b"%d" % n, v, n),
+                             send_shard=lambda n, v: self._send(SHARD_TICKS, b"%d" % n, v, n),
                              dead_letter=self._dead_letter, positions=self._ticks_positions,
                              now=time.monotonic, counters=self.counters, origin=origin)
         self.evaluator = Evaluator(config, self.map.scenarios, sources=shards, emit=self._emit,
@@ -163,15 +163,15 @@ class Pipeline:
 
     async def _emit(self, ev: dict[str, Any]) -> None:
         ev["origin"] = self.origin
-        await self._send(T.EVENTS, ev["scenario"].encode(), orjson.dumps(ev), None)
+        await self._send(EVENTS, ev["scenario"].encode(), orjson.dumps(ev), None)
 
     async def _dead_letter(self, rej: Rejected, partition: int | None, offset: int | None,
                            judged_by: str = "") -> None:
         self.counters["dead_lettered"] += 1
         self.counters["dlq." + rej.reason] += 1
-        record = dlq_record(rej, source=T.TICKS, at_ms=_now_ms(), partition=partition, offset=offset,
+        record = dlq_record(rej, source=TICKS, at_ms=_now_ms(), partition=partition, offset=offset,
                             judged_by=judged_by)
-        await self._send(T.TICKS_DLQ, rej.reason.encode(), record, 0)
+        await self._send(TICKS_DLQ, rej.reason.encode(), record, 0)
 
     async def _put(self, partition: int, key: bytes, raw: bytes | None) -> int:
         # Written with the shard's partition explicitly: the table is co-partitioned with the shard
@@ -191,7 +191,7 @@ class Pipeline:
 
     def _ticks_positions(self) -> dict[int, tuple[int | None, int | None]]:
         consumer = self.app.consumer
-        return {tp.partition: fetch_position(consumer, tp) for tp in consumer.assignment() if tp.topic == T.TICKS}
+        return {tp.partition: fetch_position(consumer, tp) for tp in consumer.assignment() if tp.topic == TICKS}
 
     # --- live scenario changes ------------------------------------------------------------------
 
@@ -234,7 +234,7 @@ class Pipeline:
             self.restarts.pop(sid, None)
             if self._owns(shard_of(sid, self.shards)):
                 # The page drops the card: a tombstone on the compacted status topic.
-                await self._send(T.SCENARIO_STATUS, sid.encode(), None, None)
+                await self._send(SCENARIO_STATUS, sid.encode(), None, None)
         log.info("scenarios changed: %s", changes.summary())
         return changes
 
@@ -246,7 +246,7 @@ class Pipeline:
     def _commit_cap(self, tp: Any) -> int | None:
         """The offset a shard-topic partition may be committed up to: its oldest record with a
         tick still waiting for the watermark (they are read again after a restart)."""
-        if tp.topic != T.SHARD_TICKS:
+        if tp.topic != SHARD_TICKS:
             return None
         sh = self._owned.get(tp.partition)
         return sh.gate.oldest_record() if sh is not None else None
@@ -297,7 +297,7 @@ class Pipeline:
 
     async def _on_assigned(self, sender: Any, assigned: set[Any], **_: Any) -> None:
         self._recovered = False
-        shards = sorted(tp.partition for tp in assigned if tp.topic == T.SHARD_TICKS)
+        shards = sorted(tp.partition for tp in assigned if tp.topic == SHARD_TICKS)
         log.info("this worker owns shards %s of %d", ",".join(map(str, shards)) or "none", self.shards)
         if shards and self._on_topic is None:
             # Read `events` back while faust recovers the tables, rather than holding up the
@@ -315,8 +315,8 @@ class Pipeline:
         # Another worker takes these shards over from the changelog: write what is not written
         # yet (faust has usually just done so through its commit), then forget our copy.
         self._on_topic = None  # shards taken over later must see what was sent until then
-        self.router.forget({tp.partition for tp in revoked if tp.topic == T.TICKS})
-        gone = {tp.partition for tp in revoked if tp.topic == T.SHARD_TICKS and tp.partition in self._owned}
+        self.router.forget({tp.partition for tp in revoked if tp.topic == TICKS})
+        gone = {tp.partition for tp in revoked if tp.topic == SHARD_TICKS and tp.partition in self._owned}
         self.pacer.forget(gone)
         wrote = False
         for n in gone:
@@ -351,11 +351,11 @@ class Pipeline:
                 status = {**e.status(st), "origin": self.origin, "tz": self.config.settings.session_timezone,
                           "updated_ms": _now_ms(), "scenario_version": e.scenario.version,
                           "restarted": self.restarts.get(sid)}
-                await self._send(T.SCENARIO_STATUS, sid.encode(), orjson.dumps(status), None)
+                await self._send(SCENARIO_STATUS, sid.encode(), orjson.dumps(status), None)
                 self.counters["statuses_sent"] += 1
 
     def _assigned(self, n: int) -> bool:
-        return any(tp.topic == T.SHARD_TICKS and tp.partition == n for tp in self.app.consumer.assignment())
+        return any(tp.topic == SHARD_TICKS and tp.partition == n for tp in self.app.consumer.assignment())
 
     # --- queries ------------------------------------------------------------------------------
 

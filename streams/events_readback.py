@@ -7,7 +7,7 @@ import logging
 
 import orjson
 
-from . import topics as T
+from .topics import EVENTS
 from .clients import aio_consumer
 from .kafka_settings import KafkaSecurity
 
@@ -24,7 +24,7 @@ async def events_on_topic(bootstrap: str, sec: KafkaSecurity | None, partitions:
     consumer = aio_consumer(bootstrap, client_id=client_id, sec=sec)
     await consumer.start()
     try:
-        tps = [TopicPartition(T.EVENTS, p) for p in range(partitions)]
+        tps = [TopicPartition(EVENTS, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)
@@ -40,7 +40,7 @@ async def events_on_topic(bootstrap: str, sec: KafkaSecurity | None, partitions:
                         except (orjson.JSONDecodeError, KeyError, TypeError):
                             pass  # not an event of ours: nothing we could repeat
             todo = {tp for tp in todo if await consumer.position(tp) < end[tp]}
-        log.info("read %d events back from %s", sum(map(len, out.values())), T.EVENTS)
+        log.info("read %d events back from %s", sum(map(len, out.values())), EVENTS)
         return out
     finally:
         await consumer.stop()

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any, Callable
 
-from . import topics as T
+from .topics import CONTROL_DLQ
 from .clients import aio_consumer, aio_producer
 from .kafka_settings import KafkaSecurity
 from .ticks import Rejected, dlq_record
@@ -122,7 +122,7 @@ class TopicFollower:
             self.take(r.key, r.value)
         except BadControlRecord as e:
             log.warning("%s: skipping a record on %s partition %d offset %d: %s (dead-lettered on %s)",
-                        self.role, self.topic, r.partition, r.offset, e, T.CONTROL_DLQ)
+                        self.role, self.topic, r.partition, r.offset, e, CONTROL_DLQ)
             if self.on_bad_record is not None:
                 self.on_bad_record(str(e))
             await self._dead_letter(r, str(e))
@@ -135,7 +135,7 @@ class TopicFollower:
         if self._producer is None:
             self._producer = aio_producer(self.bootstrap, client_id=f"ratiowatch-{self.role}-control-dlq", sec=self.sec)
             await self._producer.start()
-        await self._producer.send_and_wait(T.CONTROL_DLQ, record, key=self.topic.encode())
+        await self._producer.send_and_wait(CONTROL_DLQ, record, key=self.topic.encode())
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -96,14 +96,14 @@ class BrokerUnderTest:
 
     def ensure_topics(self, partitions: int, app_id: str | None = None) -> None:
         """Every ratiowatch topic with ``partitions`` partitions (and app ``app_id``'s changelog)."""
-        from ratiowatch.streams import topics as T
+        from ratiowatch.streams.topics import APP_ID
 
         if self.kind == "tansu":
-            self.broker.ensure_topics(partitions, app_id or T.APP_ID)
+            self.broker.ensure_topics(partitions, app_id or APP_ID)
         else:
             from ratiowatch.streams.app import ensure_topics
 
-            ensure_topics(self.broker, partitions, app_id or T.APP_ID)
+            ensure_topics(self.broker, partitions, app_id or APP_ID)
 
     def create_topic(self, name: str, partitions: int = 1) -> None:
         self.broker.create_topic(name, partitions)

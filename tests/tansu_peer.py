@@ -176,12 +176,12 @@ class TansuBroker:
     def ensure_topics(self, partitions: int, app_id: str | None = None) -> list[str]:
         """Every ratiowatch topic, with its settings, through the product's own path for real
         clusters (``ensure_topics_exist``: CreateTopics via kafka-python's admin client)."""
-        from ratiowatch.streams import topics as T
+        from ratiowatch.streams.topics import APP_ID, all_topics
         from ratiowatch.streams.app import ensure_topics_exist
 
         self._check_alive()
-        created = ensure_topics_exist(self.bootstrap, partitions, app_id or T.APP_ID)
-        for spec in T.all_topics(partitions, app_id or T.APP_ID):
+        created = ensure_topics_exist(self.bootstrap, partitions, app_id or APP_ID)
+        for spec in all_topics(partitions, app_id or APP_ID):
             self._topics.setdefault(spec.name, spec.partitions)
         return created
 

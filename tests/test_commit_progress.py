@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import APP_ID, SHARD_TICKS, TICKS
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 
@@ -23,9 +23,9 @@ pytestmark = pytest.mark.broker
 
 def _offsets(bootstrap: str, partitions: int) -> tuple[dict, dict]:
     """(committed, end) of the engine group on ``ticks`` and the shard topic, per partition."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(3, 0), group_id=T.APP_ID, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(3, 0), group_id=APP_ID, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(t, p) for t in (T.TICKS, T.SHARD_TICKS) for p in range(partitions)]
+        tps = [TopicPartition(t, p) for t in (TICKS, SHARD_TICKS) for p in range(partitions)]
         return {tp: c.committed(tp) or 0 for tp in tps}, c.end_offsets(tps)
     finally:
         c.close()
@@ -47,19 +47,19 @@ async def test_committed_offsets_follow_steady_input_and_reach_the_end_after_sil
             # 20 s of one SPY tick every 100 ms (keyed by symbol: one ticks partition), sampling the
             # committed offset of that partition every 2 s.
             for i in range(200):
-                producer.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 500 + i % 7,
+                producer.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 500 + i % 7,
                                                                      "ts_ms": t0 + i * 1000}))
                 producer.flush()
                 if i % 20 == 19:
                     committed, end = await loop.run_in_executor(None, _offsets, broker.bootstrap, n)
-                    tp = max((tp for tp in end if tp.topic == T.TICKS), key=lambda tp: end[tp])
+                    tp = max((tp for tp in end if tp.topic == TICKS), key=lambda tp: end[tp])
                     samples.append((committed[tp], end[tp]))
                 await asyncio.sleep(0.1)  # the input's pace, not a wait for a result
             # Every 2 s window after the first saw the commit move on: it never froze under input.
             moved = [b[0] > a[0] for a, b in zip(samples[1:], samples[2:])]
             assert all(moved), samples
             # One more tick, then silence: the commit catches up with the end of every partition.
-            producer.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 505, "ts_ms": t0 + 300_000}))
+            producer.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 505, "ts_ms": t0 + 300_000}))
             producer.flush()
             deadline = time.monotonic() + 30
             while True:

@@ -13,7 +13,7 @@ import orjson
 from ratiowatch.agents.route import Router
 from ratiowatch.agents.shards import ShardMap
 from ratiowatch.config import load_config
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import TICKS
 from ratiowatch.streams.feed import FeedClient
 from ratiowatch.streams.ticks import Rejected, dlq_record, parse_tick_obj
 
@@ -24,7 +24,7 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 def test_a_record_from_a_partition_has_both_and_one_from_a_feed_has_neither():
     rej = Rejected("bad_price", "price must be a number, got str", {"symbol": "SPY", "price": "x", "ts_ms": T0})
-    on_topic = orjson.loads(dlq_record(rej, source=T.TICKS, at_ms=T0 + 1, partition=3, offset=0))
+    on_topic = orjson.loads(dlq_record(rej, source=TICKS, at_ms=T0 + 1, partition=3, offset=0))
     assert (on_topic["partition"], on_topic["offset"]) == (3, 0)  # offset 0 is an offset, not a missing one
     assert on_topic["at"] == "2026-01-01T00:00:00.001Z" and on_topic["at_ms"] == T0 + 1
     from_feed = orjson.loads(dlq_record(rej, source="feed:ws://127.0.0.1:1/", at_ms=T0))
@@ -38,7 +38,7 @@ async def test_the_route_stage_dead_letters_with_partition_offset_and_iso_times(
     letters: list[dict] = []
 
     async def dead_letter(rej, partition, offset):  # what agents/pipeline.py writes for each
-        letters.append(orjson.loads(dlq_record(rej, source=T.TICKS, at_ms=T0, partition=partition, offset=offset)))
+        letters.append(orjson.loads(dlq_record(rej, source=TICKS, at_ms=T0, partition=partition, offset=offset)))
 
     async def send_shard(n, value):
         pass
@@ -62,7 +62,7 @@ async def test_the_route_stage_dead_letters_with_partition_offset_and_iso_times(
     assert set(by_reason) == {"not_json", "bad_price", "late", "bad_ts"}, letters
     assert sorted((d["partition"], d["offset"]) for d in letters) == [(5, 1), (5, 2), (5, 3), (5, 4)], letters
     late = by_reason["late"]["detail"]
-    assert re.search(rf"event time 2026-01-01T00:00:00Z is more than \d+ s behind 2026-01-01T02:00:00Z", late), late
+    assert re.search(r"event time 2026-01-01T00:00:00Z is more than \d+ s behind 2026-01-01T02:00:00Z", late), late
     assert "2128-06-11T08:53:20Z" in by_reason["bad_ts"]["detail"]  # what the number read as
     for d in letters:
         if d["reason"] != "bad_ts":  # that one echoes the number it was sent, with its reading

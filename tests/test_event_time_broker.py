@@ -24,7 +24,7 @@ from ratiowatch.agents.events import canonical_order
 from ratiowatch.backtest import run_backtest
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS, TICKS, TICKS_DLQ
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.history import daily_ticks, load_history
@@ -53,10 +53,10 @@ def send_backlog(bootstrap: str, cfg, history, keyed_by: str) -> int:
     for _, ticks in daily_ticks(history, cfg.settings.session_timezone):
         if keyed_by == "symbol":
             for t in ticks:
-                p.send(T.TICKS, key=t.symbol.encode(),
+                p.send(TICKS, key=t.symbol.encode(),
                        value=orjson.dumps({"symbol": t.symbol, "price": t.price, "ts_ms": t.ts_ms}))
         else:
-            p.send(T.TICKS, key=b"vendor-1", value=encode_ticks(ticks))
+            p.send(TICKS, key=b"vendor-1", value=encode_ticks(ticks))
         sent += len(ticks)
     p.flush()
     p.close()
@@ -64,7 +64,7 @@ def send_backlog(bootstrap: str, cfg, history, keyed_by: str) -> int:
 
 
 def read_events(bootstrap: str, cfg) -> list[dict]:
-    return canonical_order([orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, T.EVENTS)], cfg)
+    return canonical_order([orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, EVENTS)], cfg)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_an_engine_killed_mid_backlog_and_restarted_gives_the_backtest_events(sh
                 time.sleep(0.5)
                 got = read_events(bootstrap, cfg)
             dead = _metric(port, 'ratiowatch_ticks_dead_lettered_total{reason="late"}')
-            dlq = [orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, T.TICKS_DLQ)]
+            dlq = [orjson.loads(v) for _, v, _, _ in read_topic(bootstrap, TICKS_DLQ)]
         finally:
             second.terminate()
             second.wait(timeout=30)
@@ -167,8 +167,8 @@ async def test_intraday_ticks_keyed_by_symbol_across_partitions_and_a_tick_past_
         # partition, SPY's later ticks must not make IWM's earlier ones late, nor the reverse.
         for i in range(240):  # a tick a minute for four hours, both symbols
             ts = t0 + i * 60_000
-            p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 98.0 + (i % 60) / 20, "ts_ms": ts}))
-            p.send(T.TICKS, key=b"IWM", value=orjson.dumps({"symbol": "IWM", "price": 40.0, "ts_ms": ts}))
+            p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 98.0 + (i % 60) / 20, "ts_ms": ts}))
+            p.send(TICKS, key=b"IWM", value=orjson.dumps({"symbol": "IWM", "price": 40.0, "ts_ms": ts}))
         p.flush()
         rt = EngineRole(cfg, broker_url=broker.url)
         await rt.start()
@@ -180,7 +180,7 @@ async def test_intraday_ticks_keyed_by_symbol_across_partitions_and_a_tick_past_
             assert rt.pipeline.counters["dead_lettered"] == 0
             # Now a tick from an hour before the newest applied one: past allowed_lateness_s.
             late_ts = t0 + 239 * 60_000 - 3_600_000
-            p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 150.0, "ts_ms": late_ts}))
+            p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 150.0, "ts_ms": late_ts}))
             p.flush()
             while rt.pipeline.counters["ticks_in"] < 481 or not rt.pipeline.idle():
                 assert time.monotonic() < deadline
@@ -192,7 +192,7 @@ async def test_intraday_ticks_keyed_by_symbol_across_partitions_and_a_tick_past_
         loop = asyncio.get_running_loop()
         events = await loop.run_in_executor(None, read_events, broker.bootstrap, cfg)
         dlq = [orjson.loads(v) for _, v, _, _ in await loop.run_in_executor(
-            None, lambda: list(read_topic(broker.bootstrap, T.TICKS_DLQ)))]
+            None, lambda: list(read_topic(broker.bootstrap, TICKS_DLQ)))]
     # Late in its own partition's order (an hour behind the SPY tick before it): dead-lettered once,
     # by the route stage, with its partition and offset, whatever shards use SPY.
     assert counters["dead_lettered"] == counters["dlq.late"] == len(dlq) == 1

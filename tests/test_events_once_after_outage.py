@@ -29,7 +29,7 @@ from kafka import KafkaProducer
 from ratiowatch.chaos.repeats import Placed, classify_repeats
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS, TICKS
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from tansu_peer import read_to_highwater  # a helper module in tests/, on sys.path
@@ -104,21 +104,21 @@ async def test_limit_of_the_embedded_broker_the_engine_emits_once_and_the_retrie
         p = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(3, 0))
         t0 = 1_767_000_000_000
         for i, price in enumerate([99.0, 99.5]):  # arms spy-level below 100
-            p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": price, "ts": t0 + i * 1000}))
+            p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": price, "ts": t0 + i * 1000}))
         p.flush()
         await _until(lambda: rt.pipeline.counters["shard_ticks_applied"] >= 2 and rt.pipeline.idle(),
                      what="the arming ticks applied")
         broker.set_rtt(1, RTT_MS)
-        p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 101.0, "ts": t0 + 2000}))
+        p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 101.0, "ts": t0 + 2000}))
         p.flush()
         p.close()
-        await _lose_the_answer(broker, rt.app.producer._producer, T.EVENTS)
+        await _lose_the_answer(broker, rt.app.producer._producer, EVENTS)
         await _until(lambda: rt.pipeline.counters["events"] >= 1 and rt.pipeline.idle(), 60, "the event emitted")
         emitted = rt.pipeline.counters["events"]
         not_repeated = rt.pipeline.counters["events_not_repeated"]
     finally:
         await rt.stop()
-    on_topic = await read_to_highwater(broker.bootstrap, T.EVENTS)
+    on_topic = await read_to_highwater(broker.bootstrap, EVENTS)
     broker.stop()
     # The engine applied the crossing tick once and sent its event once: no re-application.
     assert (emitted, not_repeated) == (1, 0)

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
 from ratiowatch.roles.web import WebRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import TICKS
 from ratiowatch.streams.live import LiveHub
 
 pytestmark = pytest.mark.broker
@@ -45,10 +45,10 @@ async def test_a_websocket_client_gets_status_and_the_crossing_from_a_running_wo
             await ws.send(orjson.dumps({"subscribe": ["spy-level"]}).decode())
             p = KafkaProducer(bootstrap_servers=rt.bootstrap, api_version=(3, 0))
             t0 = 1_767_000_000_000
-            p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 99.0, "ts_ms": t0}))
+            p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 99.0, "ts_ms": t0}))
             p.flush()
             armed = await _next(ws, lambda m: m["type"] == "status" and m["trigger"]["state"] == "armed")
-            p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 101.5, "ts_ms": t0 + 1000}))
+            p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 101.5, "ts_ms": t0 + 1000}))
             p.flush()
             event = await _next(ws, lambda m: m["type"] == "event")
             fired = await _next(ws, lambda m: m["type"] == "status" and m["trigger"]["state"] == "fired")

@@ -23,7 +23,7 @@ from ratiowatch.notifiers import RetryPolicy
 from ratiowatch.notifiers.service import describe_unsent
 from ratiowatch.notifiers.worker import Unsent
 from ratiowatch.roles.notify import NOTIFY_APP_ID, NotifyRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
@@ -68,7 +68,7 @@ def _committed(bootstrap: str) -> dict[int, int | None]:
     c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=NOTIFY_APP_ID, enable_auto_commit=False,
                       **kafka_python_kwargs_for())
     try:
-        return {p: c.committed(TopicPartition(T.EVENTS, p)) for p in range(PARTITIONS)}
+        return {p: c.committed(TopicPartition(EVENTS, p)) for p in range(PARTITIONS)}
     finally:
         c.close()
 
@@ -92,7 +92,7 @@ async def test_a_stop_mid_retry_is_reported_and_a_restart_on_the_same_folder_sen
         await role.start()
         try:
             producer = KafkaProducer(bootstrap_servers=broker.bootstrap, **kafka_python_kwargs_for())
-            meta = producer.send(T.EVENTS, key=b"small-caps-outperform", value=orjson.dumps(_event())).get(10)
+            meta = producer.send(EVENTS, key=b"small-caps-outperform", value=orjson.dumps(_event())).get(10)
             producer.close()
             await _until(lambda: any(u.state == "retrying" and u.failed_attempts >= 2
                                      for u in role.service.unsent_now()), "the notification to be retrying")

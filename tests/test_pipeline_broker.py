@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from ratiowatch.config import load_config
 from ratiowatch.errors import ConfigError
 from ratiowatch.roles.engine import EngineRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS, TICKS, TICKS_DLQ
 from ratiowatch.streams.faust_consumer import IDEMPOTENCE_ENV, IdempotenceUnsupported
 from tansu_peer import TansuBroker, read_to_highwater  # a helper module in tests/, on sys.path
 
@@ -56,10 +56,10 @@ async def test_tick_from_kafka_python_crosses_and_event_is_read_back_plainly(kaf
         p = _producer(rt.bootstrap)
         t0 = 1_767_000_000_000
         for i, price in enumerate([99.0, 99.5, 101.0]):  # arms below 100, fires at 101
-            p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": price, "ts": t0 + i * 1000}))
+            p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": price, "ts": t0 + i * 1000}))
         p.flush()
         await _until(lambda: rt.pipeline.counters["events"] >= 1 and rt.pipeline.idle())
-        events = [e for _, e in await _read(rt.bootstrap, T.EVENTS)]
+        events = [e for _, e in await _read(rt.bootstrap, EVENTS)]
         txn = rt.app.producer._producer._txn_manager
         if "idempotent_producer" not in kafka_broker.gaps:
             # The worker writes as an idempotent producer: the broker gave it a producer id, so on
@@ -89,17 +89,17 @@ async def test_malformed_ticks_go_to_the_dlq_with_reasons_and_the_worker_keeps_g
                b'{"symbol":"ZZZ","price":5,"ts":1767000000}', b'{"symbol":"SPY","price":1e999,"ts":1767000000}',
                orjson.dumps([{"symbol": "SPY", "price": 99.0, "ts": t0}, {"symbol": "SPY", "price": "x", "ts": t0}])]
         for raw in bad:
-            p.send(T.TICKS, key=b"SPY", value=raw)
-        p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 100.5, "ts": t0 + 1000}))
+            p.send(TICKS, key=b"SPY", value=raw)
+        p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": 100.5, "ts": t0 + 1000}))
         p.flush()
         await _until(lambda: rt.pipeline.counters["ticks_in"] >= 8 and rt.pipeline.idle())
-        dlq = [e for _, e in await _read(rt.bootstrap, T.TICKS_DLQ)]
-        events = [e for _, e in await _read(rt.bootstrap, T.EVENTS)]
+        dlq = [e for _, e in await _read(rt.bootstrap, TICKS_DLQ)]
+        events = [e for _, e in await _read(rt.bootstrap, EVENTS)]
     finally:
         await rt.stop()
     assert sorted(d["reason"] for d in dlq) == sorted(
         ["not_json", "bad_price", "missing_field", "unknown_symbol", "not_json", "bad_price"])
-    assert all(d["detail"] and d["source"] == T.TICKS for d in dlq)
+    assert all(d["detail"] and d["source"] == TICKS for d in dlq)
     assert {"symbol": "SPY", "price": "x", "ts": t0} in [d["input"] for d in dlq]
     # the valid tick inside the half-bad batch was applied: it armed the rule, the next one fired it
     assert [(e["scenario"], e["kind"]) for e in events] == [("spy-level", "fired")]
@@ -117,17 +117,17 @@ async def test_same_timestamp_legs_in_separate_records_never_cross_spuriously(or
     try:
         p = _producer(rt.bootstrap)
         t0 = 1_767_000_000_000
-        p.send(T.TICKS, key=b"x", value=orjson.dumps([{"symbol": "IWM", "price": 40.0, "ts_ms": t0},
+        p.send(TICKS, key=b"x", value=orjson.dumps([{"symbol": "IWM", "price": 40.0, "ts_ms": t0},
                                                         {"symbol": "SPY", "price": 100.0, "ts_ms": t0}]))
         p.flush()
         await _until(lambda: rt.pipeline.idle() and rt.pipeline.counters["ticks_in"] >= 2)
         price = {"IWM": 80.0, "SPY": 200.0}
         for sym in order:  # separate records, keyed by symbol: different partitions
-            p.send(T.TICKS, key=sym.encode(), value=orjson.dumps({"symbol": sym, "price": price[sym], "ts_ms": t0 + 1}))
+            p.send(TICKS, key=sym.encode(), value=orjson.dumps({"symbol": sym, "price": price[sym], "ts_ms": t0 + 1}))
         p.flush()
         await _until(lambda: rt.pipeline.idle() and rt.pipeline.counters["ticks_in"] >= 4)
         eng, st = rt.pipeline.engine_for("iwm-spy-ratio")
-        events = [e for _, e in await _read(rt.bootstrap, T.EVENTS)]
+        events = [e for _, e in await _read(rt.bootstrap, EVENTS)]
     finally:
         await rt.stop()
     assert st.metrics["trigger"] == pytest.approx(0.4)
@@ -187,11 +187,11 @@ async def test_with_the_setting_off_the_engine_says_what_it_gives_up_and_runs(ta
         p = _producer(tansu.bootstrap)
         t0 = 1_767_000_000_000
         for i, price in enumerate([99.0, 99.5, 101.0]):
-            p.send(T.TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": price, "ts": t0 + i * 1000}))
+            p.send(TICKS, key=b"SPY", value=orjson.dumps({"symbol": "SPY", "price": price, "ts": t0 + i * 1000}))
         p.flush()
         p.close()
         await _until(lambda: rt.pipeline.counters["events"] >= 1 and rt.pipeline.idle())
-        events = [e for _, e in await _read(tansu.bootstrap, T.EVENTS)]
+        events = [e for _, e in await _read(tansu.bootstrap, EVENTS)]
     finally:
         await rt.stop()
     assert [(e["scenario"], e["kind"], e["ts_ms"]) for e in events] == [("spy-level", "fired", t0 + 2000)]

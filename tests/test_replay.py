@@ -14,10 +14,9 @@ import pytest
 from ratiowatch.agents.events import canonical_order
 from ratiowatch.backtest import run_backtest
 from ratiowatch.cli import main
-from ratiowatch.commands.replay import replay
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS
 from ratiowatch.streams.history import daily_ticks, load_history
 from ratiowatch.streams.readback import read_topic
 from ratiowatch.streams.ticks import encode_ticks
@@ -36,7 +35,7 @@ def test_replay_json_equals_backtest_json_on_the_shipped_scenarios(history_dir, 
     assert main(["replay", "--broker", kafka_broker.url, "--data", str(history_dir), "--json"]) == 0
     replayed = capsys.readouterr().out.splitlines()
     # What the streaming path wrote to `events`, read to the fetch's high watermark (either broker).
-    written = asyncio.run(read_to_highwater(kafka_broker.bootstrap, T.EVENTS))
+    written = asyncio.run(read_to_highwater(kafka_broker.bootstrap, EVENTS))
     on_topic = [orjson.dumps(e).decode() for e in canonical_order([orjson.loads(r.value) for r in written],
                                                                    load_config())]
     assert len(backtest) > 2000
@@ -84,7 +83,7 @@ async def test_worker_restarted_mid_replay_loses_and_repeats_nothing(history_dir
     first = await worker_run(groups[:half])
     second = await worker_run(groups[half:])  # a new worker: state comes back from the changelog
     records = await asyncio.get_running_loop().run_in_executor(
-        None, lambda: list(read_topic(broker.bootstrap, T.EVENTS)))
+        None, lambda: list(read_topic(broker.bootstrap, EVENTS)))
     got = canonical_order([orjson.loads(v) for _, v, _, _ in records], cfg)
     ids = [e["event_id"] for e in got]
     assert len(ids) == len(set(ids)), "an event was emitted twice"

@@ -5,7 +5,6 @@ per trigger event, each with the chart, and `deliveries` accounts for every atte
 from __future__ import annotations
 
 import base64
-import email
 import json
 import struct
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 
 from ratiowatch.commands.replay import replay
 from ratiowatch.config import default_config_path, load_config
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import DELIVERIES
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.readback import read_topic
@@ -55,7 +54,7 @@ async def test_replay_delivers_one_email_and_one_post_per_trigger_event(tmp_path
         with EmbeddedBroker() as broker:
             ensure_topics(broker, cfg.settings.partitions)
             events, _ = await replay(cfg, str(history_dir), broker=broker.url, notify=True)
-            deliveries = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, T.DELIVERIES)]
+            deliveries = [orjson.loads(v) for _, v, _, _ in read_topic(broker.bootstrap, DELIVERIES)]
     finally:
         await http.stop()
         await smtp.stop()

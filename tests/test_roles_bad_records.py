@@ -18,7 +18,7 @@ from ratiowatch.config import load_config
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.notify import NotifyRole
 from ratiowatch.roles.web import WebRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS, SCENARIO_STATUS
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.live import LiveHub
@@ -51,10 +51,10 @@ async def test_web_and_notify_skip_bad_records_and_use_the_good_ones(caplog, cap
         ensure_topics(broker, cfg.settings.partitions)
         p = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(3, 0))
         for raw in GARBAGE:
-            p.send(T.SCENARIO_STATUS, key=b"x", value=raw, partition=0)
-            p.send(T.EVENTS, key=b"x", value=raw, partition=0)
-        p.send(T.SCENARIO_STATUS, key=b"spy-level", value=orjson.dumps(status), partition=0)
-        p.send(T.EVENTS, key=b"spy-level", value=orjson.dumps(event), partition=0)
+            p.send(SCENARIO_STATUS, key=b"x", value=raw, partition=0)
+            p.send(EVENTS, key=b"x", value=raw, partition=0)
+        p.send(SCENARIO_STATUS, key=b"spy-level", value=orjson.dumps(status), partition=0)
+        p.send(EVENTS, key=b"spy-level", value=orjson.dumps(event), partition=0)
         p.flush()
 
         metrics = Metrics()
@@ -74,9 +74,9 @@ async def test_web_and_notify_skip_bad_records_and_use_the_good_ones(caplog, cap
     # web: 3 bad on each topic, the good status shown, the good event passed on
     assert web.counters == {"statuses": 1, "events": 1, "bad_records": 2 * len(GARBAGE)}
     assert hub.snapshot()["spy-level"]["trigger"]["state"] == "fired"
-    assert metrics.value("ratiowatch_bad_records_total", {"role": "web", "topic": T.SCENARIO_STATUS}) == 3
-    assert metrics.value("ratiowatch_bad_records_total", {"role": "notify", "topic": T.EVENTS}) == 3
+    assert metrics.value("ratiowatch_bad_records_total", {"role": "web", "topic": SCENARIO_STATUS}) == 3
+    assert metrics.value("ratiowatch_bad_records_total", {"role": "notify", "topic": EVENTS}) == 3
     logged = [r.getMessage() for r in caplog.records if "skipping a record" in r.getMessage()]
-    assert any(f"on {T.EVENTS} partition 0 offset 0" in m for m in logged), logged      # web
+    assert any(f"on {EVENTS} partition 0 offset 0" in m for m in logged), logged      # web
     assert any("at partition 0 offset 0" in m for m in logged), logged                   # notify
     assert "ALERT: SPY above 100" in capsys.readouterr().out  # the good event reached the console channel

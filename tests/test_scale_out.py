@@ -28,7 +28,7 @@ from kafka import KafkaProducer
 
 from ratiowatch.backtest import run_backtest
 from ratiowatch.config import default_config_path, load_config
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import APP_ID, EVENTS, SHARD_TICKS, TICKS
 from ratiowatch.streams.history import daily_ticks, load_history
 from ratiowatch.streams.ticks import encode_ticks
 from tansu_peer import read_to_highwater
@@ -123,16 +123,16 @@ def _split(workers: list[Worker], partitions: int) -> bool:
 
 def _events(bootstrap: str) -> list[dict]:
     # To the high watermarks fetch answers report: ListOffsets is wrong on Tansu (conftest.py, GAPS).
-    return [orjson.loads(r.value) for r in asyncio.run(read_to_highwater(bootstrap, T.EVENTS))]
+    return [orjson.loads(r.value) for r in asyncio.run(read_to_highwater(bootstrap, EVENTS))]
 
 
 def _all_committed(bootstrap: str, partitions: int) -> bool:
     """Whether the engines' group has committed every record of ``ticks`` and the shard topic."""
     from kafka import KafkaConsumer, TopicPartition
 
-    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(3, 0), group_id=T.APP_ID, enable_auto_commit=False)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(3, 0), group_id=APP_ID, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(t, p) for t in (T.TICKS, T.SHARD_TICKS) for p in range(partitions)]
+        tps = [TopicPartition(t, p) for t in (TICKS, SHARD_TICKS) for p in range(partitions)]
         ends = c.end_offsets(tps)
         return all((c.committed(tp) or 0) >= ends[tp] for tp in tps)
     finally:
@@ -157,7 +157,7 @@ def _send(bootstrap: str, groups) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, api_version=(3, 0), linger_ms=5)
     try:
         for _, ticks in groups:
-            producer.send(T.TICKS, key=b"history", value=encode_ticks(ticks))
+            producer.send(TICKS, key=b"history", value=encode_ticks(ticks))
         producer.flush()
     finally:
         producer.close()

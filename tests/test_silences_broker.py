@@ -24,7 +24,7 @@ from ratiowatch.config import load_config
 from ratiowatch.notifiers import RetryPolicy
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.notify import NotifyRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import DELIVERIES, EVENTS, SILENCES
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
@@ -74,7 +74,7 @@ async def _cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def _deliveries(bootstrap: str) -> list[dict]:
-    return [json.loads(v) for _k, v, _p, _o in read_topic(bootstrap, T.DELIVERIES)]
+    return [json.loads(v) for _k, v, _p, _o in read_topic(bootstrap, DELIVERIES)]
 
 
 async def test_a_silence_mutes_email_until_it_is_expired(tmp_path, capsys, caplog):
@@ -98,7 +98,7 @@ async def test_a_silence_mutes_email_until_it_is_expired(tmp_path, capsys, caplo
             assert (code, why in err) == (2, True), err
         code, _out, err = await _cli(capsys, "expire", "no-such-id", *common)
         assert code == 2 and "no silence 'no-such-id'" in err
-        assert list(read_topic(broker.bootstrap, T.SILENCES)) == []
+        assert list(read_topic(broker.bootstrap, SILENCES)) == []
 
         code, out, err = await _cli(capsys, "add", "spy-level", "--for", "1h", "--comment", "known rally",
                                     "--author", "ana", "--config", str(cfg_path), *common)
@@ -106,7 +106,7 @@ async def test_a_silence_mutes_email_until_it_is_expired(tmp_path, capsys, caplo
         silence_id = out.strip()
 
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, **kafka_python_kwargs_for())
-        producer.send(T.SILENCES, key=b"junk", value=b"{not a silence")  # written there by hand
+        producer.send(SILENCES, key=b"junk", value=b"{not a silence")  # written there by hand
         producer.flush()
 
         metrics = Metrics()
@@ -116,11 +116,11 @@ async def test_a_silence_mutes_email_until_it_is_expired(tmp_path, capsys, caplo
             # start() returned with the topic read: the silence is in force, the junk counted
             assert notify.silences.silences.get(silence_id) is not None
             assert notify.bad_silences == 1
-            assert metrics.value("ratiowatch_bad_records_total", {"role": "notify", "topic": T.SILENCES}) == 1
+            assert metrics.value("ratiowatch_bad_records_total", {"role": "notify", "topic": SILENCES}) == 1
 
             def send(events):
                 for e in events:
-                    producer.send(T.EVENTS, key=e["scenario"].encode(), value=orjson.dumps(e))
+                    producer.send(EVENTS, key=e["scenario"].encode(), value=orjson.dumps(e))
                 producer.flush()
 
             send(fire_both)
@@ -135,7 +135,7 @@ async def test_a_silence_mutes_email_until_it_is_expired(tmp_path, capsys, caplo
             assert metrics.value("ratiowatch_notifications_total", {"channel": "desk-mail", "outcome": "silenced"}) == 1
 
             # a malformed record while running: counted, and the silence stays in force
-            producer.send(T.SILENCES, key=silence_id.encode(), value=b'{"id": "other"}')
+            producer.send(SILENCES, key=silence_id.encode(), value=b'{"id": "other"}')
             producer.flush()
             await _until(lambda: notify.bad_silences == 2, "second bad record counted")
             assert notify.silences.muted("spy-level", time.time()) == silence_id

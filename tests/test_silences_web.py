@@ -22,7 +22,7 @@ from ratiowatch.ops.health import Health
 from ratiowatch.ops.http import HttpAddress, OpsServer
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.web import WebRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import SCENARIO_STATUS, SILENCES
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
@@ -60,8 +60,8 @@ async def test_silence_api_status_and_page():
     with EmbeddedBroker() as broker:
         ensure_topics(broker, cfg.settings.partitions)
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, **kafka_python_kwargs_for())
-        producer.send(T.SCENARIO_STATUS, key=b"spy-level", value=orjson.dumps(_status(cfg)))
-        producer.send(T.SILENCES, key=b"junk", value=b"[]")  # written by hand: counted, skipped
+        producer.send(SCENARIO_STATUS, key=b"spy-level", value=orjson.dumps(_status(cfg)))
+        producer.send(SILENCES, key=b"junk", value=b"[]")  # written by hand: counted, skipped
         producer.flush()
         producer.close()
         metrics, health = Metrics(), Health()
@@ -73,7 +73,7 @@ async def test_silence_api_status_and_page():
         no_token = await OpsServer(metrics, Health(), live=hub).start(HttpAddress("127.0.0.1", 0))
         base, open_base = f"http://127.0.0.1:{with_token.port}", f"http://127.0.0.1:{no_token.port}"
         try:
-            assert metrics.value("ratiowatch_bad_records_total", {"role": "web", "topic": T.SILENCES}) == 1
+            assert metrics.value("ratiowatch_bad_records_total", {"role": "web", "topic": SILENCES}) == 1
             async with aiohttp.ClientSession() as http:
                 async def call(method, url, headers=AUTH, **params):
                     async with http.request(method, url, headers=headers, params=params) as r:
@@ -110,15 +110,15 @@ async def test_silence_api_status_and_page():
                     assert (code, why in doc["error"]) == (400, True), doc
                 code, _ = await call("PUT", f"{base}/api/silences")
                 assert code == 405
-                assert list(read_topic(broker.bootstrap, T.SILENCES)) != [] and \
-                    [k for k, *_ in read_topic(broker.bootstrap, T.SILENCES)] == [b"junk"]  # nothing written
+                assert list(read_topic(broker.bootstrap, SILENCES)) != [] and \
+                    [k for k, *_ in read_topic(broker.bootstrap, SILENCES)] == [b"junk"]  # nothing written
 
                 code, doc = await call("POST", f"{base}/api/silences", scenario="spy-level",
                                        **{"for": "2h", "comment": "known rally", "author": "ana"})
                 assert code == 201, doc
                 sid, until = doc["silence"]["id"], doc["silence"]["ends_at"]
                 assert doc["silence"]["state"] == "active"
-                assert [k for k, *_ in read_topic(broker.bootstrap, T.SILENCES)] == [b"junk", sid.encode()]
+                assert [k for k, *_ in read_topic(broker.bootstrap, SILENCES)] == [b"junk", sid.encode()]
                 muted = (await status_of("spy-level"))["muted"]
                 assert muted == {"until": until, "silence": sid, "comment": "known rally", "author": "ana"}
                 code, doc = await call("GET", f"{base}/api/silences")

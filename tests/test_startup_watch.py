@@ -18,7 +18,7 @@ from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
 from ratiowatch.roles.startup_watch import (READY, WAIT, StartupBounds, StartupFailed, startup_verdict,
                                             watch_coordination)
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import STATE_TABLE, changelog
 from ratiowatch.streams.app import ensure_topics
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.member_state import MemberState
@@ -84,7 +84,7 @@ def test_an_engine_that_cannot_read_its_changelog_exits_1_naming_the_recovery(tm
         ensure_topics(broker, 8)
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap, api_version=(3, 0))
         for p in range(8):  # state to recover on every shard
-            producer.send(T.changelog(T.STATE_TABLE), key=b"k", value=b"{}", partition=p)
+            producer.send(changelog(STATE_TABLE), key=b"k", value=b"{}", partition=p)
         producer.flush()
         producer.close()
         broker.push_request_errors("fetch", *["not_leader"] * 100_000)  # nothing can be read

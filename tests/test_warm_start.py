@@ -15,7 +15,7 @@ from ratiowatch.model.sessions import session_close_ts_ms
 from ratiowatch.agents.warmstart import seed_states
 from ratiowatch.config import load_config
 from ratiowatch.roles.engine import EngineRole
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import TICKS
 
 pytestmark = pytest.mark.broker
 
@@ -37,7 +37,7 @@ async def test_first_live_tick_after_warm_start_has_its_63_session_reading(histo
     try:
         ts = session_close_ts_ms(date(2026, 8, 21), cfg.settings.session_timezone)
         p = KafkaProducer(bootstrap_servers=rt.bootstrap, api_version=(3, 0))
-        p.send(T.TICKS, key=b"live", value=orjson.dumps([{"symbol": "IWM", "price": 250.0, "ts_ms": ts},
+        p.send(TICKS, key=b"live", value=orjson.dumps([{"symbol": "IWM", "price": 250.0, "ts_ms": ts},
                                                           {"symbol": "SPY", "price": 640.0, "ts_ms": ts}]))
         p.flush()
         deadline = asyncio.get_running_loop().time() + 30

@@ -19,7 +19,7 @@ import orjson
 from ratiowatch.agents.events import canonical_order
 from ratiowatch.config import load_config
 from ratiowatch.model import Config
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import APP_ID, EVENTS
 from ratiowatch.streams.history import available_symbols, daily_ticks, load_history
 from ratiowatch.streams.origin import REPLAY, header
 from ratiowatch.streams.readback import read_topic
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 async def replay(config: Config, data: str, *, broker: str | None = None, speed: float | None = None,
                  partitions: int | None = None, notify: bool = False, start: date | None = None,
                  end: date | None = None, progress: TextIO | None = None,
-                 app_id: str = T.APP_ID) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 app_id: str = APP_ID) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run the replay of the days from ``start`` to ``end`` (both included; None: the history's
     ends); returns (events read back from the topic, in canonical order; stats). ``progress``
     gets a line every PROGRESS_S."""
@@ -140,7 +140,7 @@ async def replay(config: Config, data: str, *, broker: str | None = None, speed:
         await rt.app.producer.flush()
         loop = asyncio.get_running_loop()
         records = await loop.run_in_executor(
-            None, lambda: list(read_topic(rt.bootstrap, T.EVENTS, **rt.client_kwargs)))
+            None, lambda: list(read_topic(rt.bootstrap, EVENTS, **rt.client_kwargs)))
         if notifier is not None:
             # The notify role may still be reading events; wait until it has seen them all.
             while len(records) > notifier.handled:

@@ -23,7 +23,7 @@ from ratiowatch.ops.health import Health
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.scenarios import ScenarioFollower
 from ratiowatch.roles.startup_watch import StartupBounds, start_watched, watch_startup
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import APP_ID, SCENARIOS, SHARD_TICKS
 from ratiowatch.streams.app import create_app, ensure_topics, ensure_topics_exist
 from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
@@ -44,7 +44,7 @@ class EngineRole:
     replay); ``metrics`` and ``health`` are the process's (see ratiowatch/ops/)."""
 
     def __init__(self, config: Config, *, broker_url: str | None = None, partitions: int | None = None,
-                 app_id: str = T.APP_ID, datadir: str | None = None, app_settings: dict[str, Any] | None = None,
+                 app_id: str = APP_ID, datadir: str | None = None, app_settings: dict[str, Any] | None = None,
                  seed: dict[str, Any] | None = None, history_dir: str | None = None,
                  metrics: Metrics | None = None, health: Health | None = None, origin: str = LIVE,
                  follow_scenarios: bool = False) -> None:
@@ -103,7 +103,7 @@ class EngineRole:
     # --- the scenarios topic ----------------------------------------------------------------------
 
     def _bad_scenario(self, why: str) -> None:
-        self.metrics.bad_records.labels(role="engine", topic=T.SCENARIOS).inc()
+        self.metrics.bad_records.labels(role="engine", topic=SCENARIOS).inc()
 
     def _scenarios_changed(self, scenarios: tuple[Scenario, ...]) -> None:
         # Called by the follower after each batch of records; applied one set at a time, the
@@ -140,13 +140,13 @@ class EngineRole:
         done = await pipeline.set_scenarios(tuple(scenarios), seeds)
         for line in done.lines() if pipeline.counters["ticks_in"] else []:  # at start, the summary says enough
             log.info("engine: %s", line)
-        log.info("engine: scenarios from %s: %s%s", T.SCENARIOS, done.summary(),
+        log.info("engine: scenarios from %s: %s%s", SCENARIOS, done.summary(),
                  f" ({len(seeds)} warm-started from {self.history_dir})" if seeds else "")
         return done
 
     def _partitions_check(self) -> str | None:
         consumer = self.app.consumer
-        if not any(tp.topic == T.SHARD_TICKS for tp in consumer.assignment()):
+        if not any(tp.topic == SHARD_TICKS for tp in consumer.assignment()):
             return "no shard partitions assigned to this engine"
         if not self.app.tables.recovery.completed.is_set():
             return "state recovery in progress"
@@ -158,7 +158,7 @@ class EngineRole:
             await self.follower.start()
             if not self.follower.by_id:
                 log.warning("engine: no scenarios on topic %s: nothing is evaluated until some are applied "
-                            "(ratiowatch scenarios apply FILE --broker ...)", T.SCENARIOS)
+                            "(ratiowatch scenarios apply FILE --broker ...)", SCENARIOS)
             await self.apply_scenarios(self.follower.scenarios)
         try:
             # faust starts agents before partitions are assigned; wait until this worker owns its shards.

@@ -35,7 +35,7 @@ from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.scenarios import ScenarioFollower
 from ratiowatch.roles.silences import SilenceFollower
 from ratiowatch.roles.startup_watch import StartupBounds, start_watched, watch_startup
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import DELIVERIES, EVENTS, NOTIFICATIONS_DLQ, SCENARIOS, SILENCES
 from ratiowatch.streams.app import create_app
 from ratiowatch.streams.kafka_settings import KafkaSecurity, faust_app_kwargs, load_kafka_security
 from ratiowatch.streams.member_state import coordination_error, crash_reason, member_state
@@ -87,11 +87,11 @@ class NotifyRole:
         self.handled = 0  # events handed to the service
 
         topics = {name: self.app.topic(name, key_serializer="raw", value_serializer="raw")
-                  for name in (T.DELIVERIES, T.NOTIFICATIONS_DLQ)}
+                  for name in (DELIVERIES, NOTIFICATIONS_DLQ)}
 
         async def publish(topic: str, key: bytes | None, value: bytes) -> None:
             await topics[topic].send(key=key, value=value)
-            if topic == T.DELIVERIES:  # every attempt and its outcome passes here (notifiers/records.py)
+            if topic == DELIVERIES:  # every attempt and its outcome passes here (notifiers/records.py)
                 rec = orjson.loads(value)
                 self.metrics.notifications.labels(channel=rec["channel"], outcome=rec["outcome"]).inc()
 
@@ -107,7 +107,7 @@ class NotifyRole:
         self.service = NotificationService(config, publish, history_for=history_for,
                                            store_path=str(folder / "notifications.sqlite"), retry=retry,
                                            track_records=records, muted=self.silences.muted)
-        events = self.app.topic(T.EVENTS, key_serializer="raw", value_serializer="raw", partitions=self.partitions)
+        events = self.app.topic(EVENTS, key_serializer="raw", value_serializer="raw", partitions=self.partitions)
 
         async def handle(event: dict[str, Any]) -> None:
             if self.follower is not None and self._unknown_version(event):
@@ -156,7 +156,7 @@ class NotifyRole:
             fut = loop.run_in_executor(None, track_records_from_history, sub, self.history_dir)
             fut.add_done_callback(self._tracks_ready)
         self.service.set_config(self.config, track_records=self._tracks)
-        log.info("notify: %d scenarios in force from %s", len(routed), T.SCENARIOS)
+        log.info("notify: %d scenarios in force from %s", len(routed), SCENARIOS)
 
     def _tracks_ready(self, fut: Any) -> None:
         if fut.cancelled() or fut.exception() is not None:
@@ -166,15 +166,15 @@ class NotifyRole:
         self.service.set_config(self.config, track_records=self._tracks)
 
     def _bad_scenario(self, why: str) -> None:
-        self.metrics.bad_records.labels(role="notify", topic=T.SCENARIOS).inc()
+        self.metrics.bad_records.labels(role="notify", topic=SCENARIOS).inc()
 
     def _bad_record(self, why: str) -> None:
         self.bad_records += 1
-        self.metrics.bad_records.labels(role="notify", topic=T.EVENTS).inc()
+        self.metrics.bad_records.labels(role="notify", topic=EVENTS).inc()
 
     def _bad_silence(self, why: str) -> None:
         self.bad_silences += 1
-        self.metrics.bad_records.labels(role="notify", topic=T.SILENCES).inc()
+        self.metrics.bad_records.labels(role="notify", topic=SILENCES).inc()
 
     def _folder(self, bootstrap: str, ephemeral: bool) -> Path:
         """The dedup record and the inbox must live exactly as long as the events they account

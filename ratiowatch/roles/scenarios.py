@@ -13,7 +13,7 @@ from typing import Callable
 from ratiowatch.config import parse_scenario_record
 from ratiowatch.errors import ConfigError
 from ratiowatch.model import Scenario
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import SCENARIOS
 from ratiowatch.streams.follow import BadControlRecord, TopicFollower
 from ratiowatch.streams.kafka_settings import KafkaSecurity
 
@@ -26,7 +26,7 @@ class ScenarioFollower(TopicFollower):
     def __init__(self, *, bootstrap: str, role: str, sec: KafkaSecurity | None = None,
                  on_scenarios: Callable[[tuple[Scenario, ...]], None] | None = None,
                  on_bad_record: Callable[[str], None] | None = None, catch_up_s: float = 60.0) -> None:
-        super().__init__(T.SCENARIOS, self._apply, bootstrap=bootstrap, role=role, sec=sec,
+        super().__init__(SCENARIOS, self._apply, bootstrap=bootstrap, role=role, sec=sec,
                          on_bad_record=on_bad_record, on_change=self._changed, catch_up_s=catch_up_s)
         self.by_id: dict[str, Scenario] = {}
         self.on_scenarios = on_scenarios
@@ -38,7 +38,7 @@ class ScenarioFollower(TopicFollower):
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
-            sc = parse_scenario_record(key, value, T.SCENARIOS)
+            sc = parse_scenario_record(key, value, SCENARIOS)
         except ConfigError as e:
             raise BadControlRecord(str(e)) from None
         sid = key.decode() if key is not None else ""

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ratiowatch.notifiers.silences import SilenceError, SilenceSet
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import SILENCES
 from ratiowatch.streams.follow import BadControlRecord, TopicFollower
 from ratiowatch.streams.kafka_settings import KafkaSecurity
 
@@ -18,7 +18,7 @@ class SilenceFollower(TopicFollower):
     def __init__(self, *, bootstrap: str, role: str, sec: KafkaSecurity | None = None,
                  on_bad_record: Callable[[str], None] | None = None,
                  on_change: Callable[[], None] | None = None, catch_up_s: float = 60.0) -> None:
-        super().__init__(T.SILENCES, self._apply, bootstrap=bootstrap, role=role, sec=sec,
+        super().__init__(SILENCES, self._apply, bootstrap=bootstrap, role=role, sec=sec,
                          on_bad_record=on_bad_record, on_change=on_change, catch_up_s=catch_up_s)
         self.silences = SilenceSet()
 

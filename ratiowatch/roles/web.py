@@ -30,7 +30,7 @@ from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.silence_api import SilenceApi, mute_json
 from ratiowatch.roles.scenarios import ScenarioFollower
 from ratiowatch.roles.silences import SilenceFollower
-from ratiowatch.streams import topics as T
+from ratiowatch.streams.topics import EVENTS, SCENARIOS, SCENARIO_STATUS, SILENCES
 from ratiowatch.streams.clients import aio_consumer, aio_producer
 from ratiowatch.streams.kafka_settings import KafkaSecurity
 from ratiowatch.streams.live import LiveHub
@@ -93,7 +93,7 @@ class WebRole:
 
     def _bad_scenario(self, why: str) -> None:
         self.counters["bad_records"] += 1
-        self.metrics.bad_records.labels(role="web", topic=T.SCENARIOS).inc()
+        self.metrics.bad_records.labels(role="web", topic=SCENARIOS).inc()
 
     async def start(self) -> None:
         # Every configured scenario has its card from the first paint, saying it waits for the
@@ -120,19 +120,19 @@ class WebRole:
         await c.start()
         try:
             tps = []
-            for topic in (T.SCENARIO_STATUS, T.EVENTS):
+            for topic in (SCENARIO_STATUS, EVENTS):
                 parts = await self._partitions(topic)
                 tps += [TopicPartition(topic, p) for p in sorted(parts)]
             c.assign(tps)
             begin = await c.beginning_offsets(tps)
             end = await c.end_offsets(tps)
             for tp in tps:
-                start = begin[tp] if tp.topic == T.SCENARIO_STATUS else max(begin[tp], end[tp] - RECENT_EVENTS)
+                start = begin[tp] if tp.topic == SCENARIO_STATUS else max(begin[tp], end[tp] - RECENT_EVENTS)
                 c.seek(tp, start)
         except BaseException:
             await c.stop()
             raise
-        self._todo = {tp: end[tp] for tp in tps if tp.topic == T.SCENARIO_STATUS and end[tp] > begin[tp]}
+        self._todo = {tp: end[tp] for tp in tps if tp.topic == SCENARIO_STATUS and end[tp] > begin[tp]}
         if not self._todo:
             self.ready.ready()
         self._task = asyncio.create_task(self._follow(), name="web-follow")
@@ -162,7 +162,7 @@ class WebRole:
 
     def _take(self, topic: str, r: Any) -> None:
         if r.value is None:  # a tombstone: the scenario was removed
-            if topic == T.SCENARIO_STATUS and r.key is not None:
+            if topic == SCENARIO_STATUS and r.key is not None:
                 sid = r.key.decode("utf-8", "replace")
                 if self._statuses.pop(sid, None) is not None:
                     self.hub.publish_status({"type": "status", "scenario": sid, "removed": True})
@@ -176,7 +176,7 @@ class WebRole:
             self.metrics.bad_records.labels(role="web", topic=topic).inc()
             log.warning("web: skipping a record on %s partition %d offset %d: %s", topic, r.partition, r.offset, e)
             return
-        if topic == T.SCENARIO_STATUS:
+        if topic == SCENARIO_STATUS:
             if self.follower is not None and doc["scenario"] not in self._in_force:
                 return  # written before its scenario was removed: its card must not come back
             self.counters["statuses"] += 1
@@ -209,7 +209,7 @@ class WebRole:
 
     def _bad_silence(self, why: str) -> None:
         self.counters["bad_records"] += 1
-        self.metrics.bad_records.labels(role="web", topic=T.SILENCES).inc()
+        self.metrics.bad_records.labels(role="web", topic=SILENCES).inc()
 
     def _scenarios(self) -> list[tuple[str, str]]:
         if self._configured is not None:
@@ -223,7 +223,7 @@ class WebRole:
             self._producer = aio_producer(self.bootstrap, client_id=f"{self.client_id}-silences", sec=self.sec)
             await self._producer.start()
         key, value = encode(s)
-        await self._producer.send_and_wait(T.SILENCES, value, key=key)
+        await self._producer.send_and_wait(SILENCES, value, key=key)
         self.silences.silences.put(s)
         self._refresh_mutes()
 
