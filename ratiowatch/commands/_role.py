@@ -22,7 +22,7 @@ from ratiowatch.ops.http import OpsServer, add_http_argument, http_settings
 from ratiowatch.ops.metrics import Metrics
 from ratiowatch.roles.startup_watch import StartupFailed, watch_coordination
 
-from ._common import add_broker, add_config, broker_url
+from ._common import add_broker, broker_url
 
 __all__ = ["add_role_arguments", "role_broker", "serve_role", "role_main", "exit_without_stragglers"]
 
@@ -35,7 +35,12 @@ STRAGGLERS_S = 5.0  # how long threads still running after the stop get to end b
 
 
 def add_role_arguments(p: argparse.ArgumentParser, http_port: int) -> None:
-    add_config(p)
+    """The options engine, notify and web share. Their scenarios are the cluster's ``scenarios``
+    topic, followed live; --config gives only the settings and the channels."""
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="settings and channels (default: the shipped configs/scenarios.yaml); the scenarios "
+                        "evaluated are the cluster's, on its scenarios topic (`ratiowatch scenarios apply FILE`), "
+                        "followed live")
     add_broker(p, embedded_default=False)
     p.add_argument("--partitions", type=int, default=None, help="engine partitions (default: settings.partitions)")
     p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
