@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from typing import Callable
 
-from ratiowatch.notifiers.silences import SilenceError, SilenceSet
+from ratiowatch.notifiers.silences import SilenceError, SilenceSet, state
 from ratiowatch.streams.topics import SILENCES
 from ratiowatch.streams.follow import BadControlRecord, TopicFollower
 from ratiowatch.streams.kafka_settings import KafkaSecurity
 
 __all__ = ["SilenceFollower"]
+
+log = logging.getLogger(__name__)
 
 
 class SilenceFollower(TopicFollower):
@@ -24,9 +27,14 @@ class SilenceFollower(TopicFollower):
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         try:
-            self.silences.apply(key, value)
+            s = self.silences.apply(key, value)
         except SilenceError as e:
             raise BadControlRecord(str(e)) from None
+        if s is not None:
+            # When this process took a silence (or its expiry) into force: a notification sent
+            # just before the line was not muted by it, one just before its expiry still was.
+            log.info("%s: silence %s on %s: %s until %s", self.role, s.id, ", ".join(s.matchers),
+                     state(s, datetime.now(timezone.utc)), s.ends_at.isoformat(timespec="milliseconds"))
 
     def muted(self, scenario: str, epoch_s: float) -> str | None:
         """The id of a silence muting ``scenario`` at ``epoch_s``, or None (NotificationService's ``muted``)."""
