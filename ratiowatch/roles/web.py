@@ -72,6 +72,9 @@ class WebRole:
         hub.api = SilenceApi(self.silences.silences, self._scenarios, self._write_silence)
         self.follower: ScenarioFollower | None = None
         self._in_force: set[str] = set()
+        # Statuses of scenarios not in force when read, the latest per id: an engine can publish a
+        # just-applied scenario's first status before this process has read the scenario itself.
+        self._early: dict[str, dict] = {}
         if follow_scenarios:
             self._configured = []
             self.follower = ScenarioFollower(bootstrap=bootstrap, role="web", sec=sec,
@@ -87,8 +90,15 @@ class WebRole:
         self._configured = list(now.items())
         self._in_force = set(now)
         self.hub.fanout.set_order(now)
+        versions = {s.id: s.version for s in scenarios}
         for sid, title in self._configured:
-            if sid not in self._statuses:
+            if sid in self._statuses:
+                continue
+            early = self._early.pop(sid, None)
+            if early is not None and early.get("scenario_version") == versions[sid]:
+                self._statuses[sid] = early  # this version's status, read before the scenario was
+                self._show(sid, self._mute(sid))
+            else:
                 self.hub.publish_status({"type": "status", "scenario": sid, "title": title, "pending": True})
 
     def _bad_scenario(self, why: str) -> None:
@@ -164,6 +174,7 @@ class WebRole:
         if r.value is None:  # a tombstone: the scenario was removed
             if topic == SCENARIO_STATUS and r.key is not None:
                 sid = r.key.decode("utf-8", "replace")
+                self._early.pop(sid, None)
                 if self._statuses.pop(sid, None) is not None:
                     self.hub.publish_status({"type": "status", "scenario": sid, "removed": True})
             return
@@ -178,7 +189,10 @@ class WebRole:
             return
         if topic == SCENARIO_STATUS:
             if self.follower is not None and doc["scenario"] not in self._in_force:
-                return  # written before its scenario was removed: its card must not come back
+                # Written before its scenario was removed (its card must not come back), or after
+                # it was applied and before this process read that: kept until it is in force.
+                self._early[doc["scenario"]] = doc
+                return
             self.counters["statuses"] += 1
             self._statuses[doc["scenario"]] = doc
             self._show(doc["scenario"], self._mute(doc["scenario"]))
