@@ -4,7 +4,8 @@ evaluating and that no tick is lost, never a time.
 
 - **time until all are evaluating**: from the start of ``ratiowatch scenarios apply`` until every
   applied scenario has a status on ``scenario-status`` (the engine publishes one for each scenario
-  it has taken), and until every one has been evaluated on a tick (the status has an event time);
+  it has taken), until a web role's page has every card with its status, and until every one has
+  been evaluated on a tick (the status has an event time);
 - **throughput while they are applied**: the engine's ``ratiowatch_ticks_in_total`` per second
   before the apply, from the apply until all are evaluating, and after.
 
@@ -36,7 +37,7 @@ from ratiowatch.streams.history import load_history
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 SIZE = int(os.environ.get("RATIOWATCH_SCALE_SCENARIOS", "100"))
-COPIES = 1 + SIZE // 200  # of the history in the backlog: it must outlast the apply
+COPIES = 2 + SIZE // 200  # of the history in the backlog: it must outlast the apply
 # The symbols of the shipped scenarios: applied first, they keep every tick of the backlog in use
 # (a tick of a symbol no scenario uses is dead-lettered, which costs nothing to speak of).
 LEVELS = ["SPY", "QQQ", "IWM", "XLK", "XLU", "HYG", "DXY", "KRE", "XLF"]
@@ -113,9 +114,11 @@ def test_many_scenarios_applied_to_a_running_engine(kafka_broker, history_dir, t
         ticks.history = history.with_columns(pl.col("date") + timedelta(days=k * weeks))
         sent += ticks.send(ticks.history["date"].min(), ticks.history["date"].max())
     engine = Role("engine", ["engine", "--broker", url, "--origin", "replay"], tmp_path, env)
+    web = Role("web", ["web", "--broker", url], tmp_path, env)
     watch = StatusWatch(bootstrap)
     try:
-        until(lambda: engine.running() and engine.get("/readyz")[0] == 200, "engine ready", 120)
+        until(lambda: all(r.running() and r.get("/readyz")[0] == 200 for r in (engine, web)), "engine and web ready",
+              120)
         ticks_in = lambda: engine.metric("ratiowatch_ticks_in_total")  # noqa: E731
         applied_in = lambda: engine.metric("ratiowatch_ticks_applied_total")  # noqa: E731
         until(lambda: ticks_in() > 0, "the first ticks read", 60)
@@ -126,7 +129,8 @@ def test_many_scenarios_applied_to_a_running_engine(kafka_broker, history_dir, t
 
         apply = subprocess.Popen(RW + ["scenarios", "apply", str(big), "--broker", url], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env=env)
-        applied = all_seen = all_evaluated = backlog_done = None
+        applied = all_seen = all_evaluated = backlog_done = on_page = None
+        next_page = 0.0
         n_at_done = None
         while all_evaluated is None:
             watch.poll()
@@ -136,12 +140,19 @@ def test_many_scenarios_applied_to_a_running_engine(kafka_broker, history_dir, t
                 applied = now
             if backlog_done is None and ticks_in() >= sent:
                 backlog_done, a_at_backlog = now, applied_in()
+            if on_page is None and now >= next_page:  # the page's JSON, twice a second
+                next_page = now + 0.5
+                if ids <= {sid for sid, st in web.statuses().items() if not st.get("pending")}:
+                    on_page = time.monotonic()
             if all_seen is None and ids <= watch.seen.keys():
                 all_seen = now
             if ids <= watch.evaluated.keys():
                 all_evaluated, n_at_done, a_at_done = now, ticks_in(), applied_in()
             assert now - t0 < 600, (f"{len(ids & watch.seen.keys())} of {len(ids)} with a status, "
                                     f"{len(ids & watch.evaluated.keys())} evaluated after 600 s")
+            assert backlog_done is None or now - backlog_done < 30, (
+                f"the backlog was read 30 s ago and {len(ids - watch.evaluated.keys())} scenarios were never "
+                "evaluated: it ended before the apply took effect (raise COPIES)")
         out, err = apply.communicate(timeout=60)
         assert apply.returncode == 0 and f"applied: {SIZE} added" in out, out + err
         applied = applied or time.monotonic()
@@ -154,15 +165,22 @@ def test_many_scenarios_applied_to_a_running_engine(kafka_broker, history_dir, t
         # After: from all evaluating until the backlog is read (nothing to measure if it ran out first).
         after = (sent - n_at_done) / (t2 - all_evaluated) if backlog_done is None else float("nan")
         after_applied = (a2 - a_at_done) / (t2 - all_evaluated) if backlog_done is None else float("nan")
-        assert engine.stop(signal.SIGTERM) == 0, engine.log.read_text()[-2000:]
+        if on_page is None:
+            until(lambda: ids <= {sid for sid, st in web.statuses().items() if not st.get("pending")},
+                  "every card on the page with its status", 60)
+            on_page = time.monotonic()
+        for r in (engine, web):
+            assert r.stop(signal.SIGTERM) == 0, r.log.read_text()[-2000:]
     finally:
         ticks.close()
         watch.close()
-        engine.stop(signal.SIGKILL)
+        for r in (engine, web):
+            r.stop(signal.SIGKILL)
     print(f"\n{SIZE} scenarios applied in one file to a running engine (1 process, on {len(shipped.scenarios)} "
           f"shipped ones, working through a backlog of {sent:,} ticks of {len(shipped.symbols)} symbols):")
     print(f"  scenarios apply (validate, diff, publish) exited: {applied - t0:.1f} s after it started")
     print(f"  every one with a status on {SCENARIO_STATUS}:     {all_seen - t0:.1f} s")
+    print(f"  every card on the web role's page with a status: {on_page - t0:.1f} s")
     print(f"  every one evaluated on a tick:                   {all_evaluated - t0:.1f} s")
     ran_out = " (the backlog ran out before all were evaluating)" if backlog_done else ""
     print(f"  engine ticks read and routed /s: before {before_rate:,.0f}; while applying {during_rate:,.0f}"
