@@ -24,12 +24,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+import live_cluster  # tests/ is on sys.path
+from live_cluster import until
 from prometheus_peer import PrometheusPeer
 from ratiowatch.config import default_config_path, load_config
 from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
@@ -46,67 +46,14 @@ def apply_scenarios(url: str, env: dict[str, str]) -> None:
     assert p.returncode == 0, f"scenarios apply exited {p.returncode}: {p.stdout}{p.stderr}"
 
 
-class Role:
+class Role(live_cluster.Role):
     """A role command in its own process, with its ops server on a free port. Nothing restarts it:
     a role that exits on its own fails the wait that sees it (``running``)."""
-
-    def __init__(self, name: str, args: list[str], workdir: Path, env: dict[str, str]) -> None:
-        self.name, self.args, self.workdir, self.env = name, args, workdir, env
-        self.log = workdir / f"{name}.log"
-        # Started without waiting for it: roles created one after another start at the same instant.
-        self.proc = subprocess.Popen(RW + self.args + ["--http", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                                     stderr=open(self.log, "a"), text=True, env=self.env, cwd=self.workdir)
-        self._port: int | None = None
-
-    @property
-    def port(self) -> int:
-        """Its ops server's port, from the first line it prints (read on first use)."""
-        if self._port is None:
-            line = self.proc.stdout.readline()
-            m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-            assert m, f"{self.name}: {line!r} {self.log.read_text()[-2000:]}"
-            self._port = int(m.group(1))
-        return self._port
-
-    def running(self) -> bool:
-        """True while it runs; fails, with its log, once it has exited."""
-        code = self.proc.poll()
-        assert code is None, f"{self.name} exited with {code}: {self.log.read_text()[-3000:]}"
-        return True
-
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return r.status, r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
-        except urllib.error.URLError:
-            return 0, b""  # not answering (exited, or restarting)
-
-    def metric(self, name: str) -> float:
-        body = self.get("/metrics")[1].decode()
-        m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", body, re.M)
-        return float(m.group(1)) if m else 0.0
 
     def scenarios(self) -> set[str]:
         code, body = self.get("/status")
         # Cards with a status from an engine (a card waiting for its first one does not count).
         return {s["scenario"] for s in json.loads(body)["scenarios"] if not s.get("pending")} if code == 200 else set()
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
-
-
-def until(cond, what, timeout: float) -> float:
-    """Wait for ``cond()``; returns the seconds it took, fails saying ``what`` (a string, or a
-    callable giving one: what was last seen) after ``timeout``."""
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < timeout, f"not reached within {timeout:g}s: {what() if callable(what) else what}"
-        time.sleep(0.1)
-    return time.monotonic() - t0
 
 
 @pytest.fixture
