@@ -16,6 +16,10 @@ Semantics (see README, "Scenario semantics"):
 - A tick older than the scenario's last evaluation (but within the allowed lateness, checked by
   the caller) corrects its leg if it is the leg's newest price, and the scenario is re-evaluated
   at its last evaluation time: a late leg can correct a value, it cannot rewrite the past.
+
+Why this module is long (~400 lines): ScenarioEngine.apply is the worker's innermost loop, with
+the value and lookback rules of model.metric written out in it; the prepared series it reads and
+the ShardEngine that feeds it are kept beside it so that the hot path reads in one place.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@
 - agents/checkpoint.py: the commit order and the stored form of the state;
 - agents/status_pacer.py: when a scenario's status goes to ``scenario-status`` (pure).
 
+Why this module is long (~370 lines): it is the one place where the stages meet faust (topics,
+table, timers, rebalance signals, the commit hooks) and where a live scenario change reaches every
+owned shard under its lock; the logic it wires lives in the modules above.
+
 Both stages take a fetched batch of records at a time from faust's consumer
 (``RatiowatchApp.consume_batches``, streams/faust_consumer.py): faust's one-event-per-record
 streams cost more than the whole work on a tick. Network I/O to people never happens here: the

@@ -4,6 +4,10 @@ Everything here leans on faust's private methods, so they are listed in one plac
 (:data:`OVERRIDDEN`) and the versions they were read from in another (:data:`TESTED_FAUST`):
 :func:`check_faust_version` refuses to start on any other version, with a message saying what
 to do, rather than letting a changed internal corrupt offsets silently.
+
+Why this module is long (~430 lines): every override of faust's and aiokafka's internals is here,
+together with the list of them; split, a reader checking them against a new faust version would
+have to find them across files.
 """
 
 from __future__ import annotations
