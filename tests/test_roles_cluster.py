@@ -140,7 +140,9 @@ async def _screenshot(port: int, ids: set[str]) -> None:
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 900})
             await page.goto(f"http://127.0.0.1:{port}/")
-            await page.wait_for_function(f"document.querySelectorAll('.card').length >= {len(ids)}", timeout=20000)
+            # A locator, not wait_for_function: the page's CSP (script-src 'self') refuses the eval
+            # behind a string predicate, which only shows when the cards are not there at once.
+            await page.locator(".card").nth(len(ids) - 1).wait_for(timeout=20000)
             shown = set(await page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.scenario)"))
             assert shown == ids
             shot = REPO / "tests" / "artifacts" / "roles_cluster.png"
