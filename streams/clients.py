@@ -16,7 +16,7 @@ from typing import Any
 
 from .kafka_settings import KafkaSecurity, aiokafka_kwargs, kafka_python_kwargs, load_kafka_security
 
-__all__ = ["security", "aio_producer", "aio_consumer", "kafka_python_kwargs_for", "check_reachable",
+__all__ = ["security", "topic_partitions", "aio_producer", "aio_consumer", "kafka_python_kwargs_for", "check_reachable",
            "BrokerUnreachable"]
 
 # kafka-python 2.3's newest ApiVersions probe gets an answer from the embedded broker that it
@@ -53,6 +53,17 @@ def aio_consumer(bootstrap: str, *, client_id: str, group_id: str | None = None,
     settings.update(kw)
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id=client_id, group_id=group_id,
                             **aiokafka_kwargs(security(sec)), **settings)
+
+
+async def topic_partitions(consumer: Any, topic: str) -> set[int]:
+    """The partitions of ``topic`` as a started aiokafka consumer knows them, its metadata refreshed
+    once when it holds none yet (a client that has not asked about the topic); empty when the
+    cluster has no such topic."""
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic)
+    return set(parts or ())
 
 
 class BrokerUnreachable(ConnectionError):

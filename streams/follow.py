@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable
 
 from .topics import CONTROL_DLQ
-from .clients import aio_consumer, aio_producer
+from .clients import aio_consumer, aio_producer, topic_partitions
 from .kafka_settings import KafkaSecurity
 from .ticks import Rejected, dlq_record
 
@@ -56,10 +56,7 @@ class TopicFollower:
         c = self._consumer = aio_consumer(self.bootstrap, client_id=f"ratiowatch-{self.role}-{self.topic}", sec=self.sec)
         await c.start()
         try:
-            parts = c.partitions_for_topic(self.topic)
-            if not parts:
-                await c._client.force_metadata_update()
-                parts = c.partitions_for_topic(self.topic)
+            parts = await topic_partitions(c, self.topic)
             if not parts:
                 raise RuntimeError(f"topic {self.topic!r} not found at {self.bootstrap}: create the topics first "
                                    "(ratiowatch topics --create --broker ...)")

@@ -12,7 +12,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ratiowatch.streams.clients import aio_consumer
+from ratiowatch.streams.clients import aio_consumer, topic_partitions
 from ratiowatch.streams.sim_calendar import CALENDAR_END, next_session_after, session_on_or_after
 from ratiowatch.streams.simfeed import DEFAULT_START
 from ratiowatch.streams.ticks import parse_ticks
@@ -66,10 +66,7 @@ async def _read_tails(consumer: Any, scan_back: int) -> tuple[int | None, dict[s
     from aiokafka import TopicPartition  # aiokafka loads when a broker is read, not with the CLI
 
     await consumer.start()
-    parts = consumer.partitions_for_topic(TICKS)
-    if not parts:  # as the web role does (roles/web.py): the client's metadata holds no topic yet
-        await consumer._client.force_metadata_update()
-        parts = consumer.partitions_for_topic(TICKS)
+    parts = await topic_partitions(consumer, TICKS)
     if not parts:
         raise SimStartRefused("the broker has no `ticks` topic, so where the state it holds ends cannot be "
                               "read; create the topics first (`ratiowatch topics --create`, or start an engine)")

@@ -31,7 +31,7 @@ from ratiowatch.roles.silence_api import SilenceApi, mute_json
 from ratiowatch.roles.scenarios import ScenarioFollower
 from ratiowatch.roles.silences import SilenceFollower
 from ratiowatch.streams.topics import EVENTS, SCENARIOS, SCENARIO_STATUS, SILENCES
-from ratiowatch.streams.clients import aio_consumer, aio_producer
+from ratiowatch.streams.clients import aio_consumer, aio_producer, topic_partitions
 from ratiowatch.streams.kafka_settings import KafkaSecurity
 from ratiowatch.streams.live import LiveHub
 
@@ -148,10 +148,7 @@ class WebRole:
         self._task = asyncio.create_task(self._follow(), name="web-follow")
 
     async def _partitions(self, topic: str) -> set[int]:
-        parts = self._consumer.partitions_for_topic(topic)
-        if not parts:
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(topic)
+        parts = await topic_partitions(self._consumer, topic)
         if not parts:
             raise RuntimeError(f"topic {topic!r} not found at {self.bootstrap}: create the topics first "
                                "(ratiowatch topics --create, or an engine on this cluster)")
