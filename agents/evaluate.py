@@ -112,11 +112,11 @@ class Evaluator:
                     if o <= applied.get(key, -1):
                         # Admitted before the state this shard was loaded from was written: the
                         # ticks that were still waiting then wait again, the others were applied.
-                        skipped += len(ticks) - gate.readmit(ticks, rec.offset)
+                        skipped += len(ticks) - gate.readmit(ticks, rec.offset, now)
                     else:
                         applied[key] = o
                         changed = True
-                        for t in gate.admit(ticks, rec.offset):
+                        for t in gate.admit(ticks, rec.offset, now):
                             await self._late(sh, p, t)
                 changed = gate.observe(p, progress, caught_up, now) or changed
         c = self.counters

@@ -137,10 +137,10 @@ class Pipeline:
         app.before_commit.append(lambda: self.checkpoint.before_commit(self._owned_list))
         app.commit_due = self.checkpoint.commit_due
         app.commit_cap = self._commit_cap
-        # A quiet partition stops holding the watermark grace_ms after its last tick; the ticks it
-        # held then wait for the next record to arrive or this timer's next run, so it runs every
-        # 5 ms (a check of a few µs per shard with waiting ticks), not every grace_ms / 2 (up to
-        # 25 ms more when nothing else arrives, as after a feed's last ticks before a pause).
+        # A caught-up partition stops holding a tick grace_ms after it arrived (agents/watermark.py);
+        # the tick then waits for the next record to arrive or this timer's next run, so it runs
+        # every 5 ms (a check of a few µs per shard with waiting ticks), not every grace_ms / 2 (up
+        # to 25 ms more when nothing else arrives, as after a feed's last ticks before a pause).
         idle_s = config.settings.grace_ms / 1000.0
         app.timer(max(min(idle_s / 2, 0.005), 0.002), name="ratiowatch.release")(
             lambda: self.evaluator.release_idle(self._owned_list()))

@@ -14,17 +14,21 @@ as Flink does with per-partition watermarks and Kafka Streams with its stream ti
   bring an older tick, unless it breaks its own order. Ticks at the watermark wait, so a
   same-timestamp group is always applied whole.
 - **Idle partitions** (in the manner of Kafka Streams' ``max.task.idle.ms``). A partition whose
-  router says it is *caught up* (it has routed everything up to the partition's end offset) and
-  that has brought nothing new for ``idle_ms`` stops holding the watermark back. A partition with
-  a backlog is never caught up, so it holds the watermark however long it takes to arrive. A
-  caught-up claim is only believed while it is fresh (``claim_ttl_s``): a router that died
-  stops renewing it, and its partitions hold the watermark until another router takes them over.
-  When no partition holds it, everything waiting is applied.
+  router says it is *caught up* (it has routed everything up to the partition's end offset) holds
+  a waiting tick back only for ``idle_ms``, counted from the later of the tick's arrival and the
+  partition's own last new tick: the time another partition's older record, produced before it,
+  may take to arrive. Counting from the tick's arrival matters after a pause (a feed that starts,
+  the market's open): every partition is quiet then, and the first record to arrive must still
+  wait for the others' records of the same moment, or theirs would be applied behind it. A
+  partition with a backlog is never caught up, so it holds the watermark however long it takes
+  to arrive. A caught-up claim is only believed while it is fresh (``claim_ttl_s``): a router
+  that died stops renewing it, and its partitions hold the watermark until another router takes
+  them over. When no partition holds a tick, it is applied.
 - **Late ticks.** The *frontier* is the newest event time the shard has applied. A tick older than
   ``frontier - allowed_lateness`` is late (dead-lettered by the caller); one within it is applied
   as a correction (see agents/engine.py: it re-evaluates at the scenario's last evaluation time).
 - **What is kept.** The waiting ticks are not stored (a backlog's can run to many megabytes):
-  each carries the offset of the shard record it came in, the caller holds that topic's commit
+  each carries the offset of the shard record it came in (and the time it arrived), the caller holds that topic's commit
   back to the oldest of them (:meth:`EventTimeGate.oldest_record`), and after a restart the
   re-read ticks newer than the stored frontier are exactly the ones that were waiting (a tick is
   only applied once the watermark has passed it, and the frontier is the newest applied).
@@ -41,7 +45,8 @@ from typing import Any, Iterable, Sequence
 __all__ = ["EventTimeGate", "NO_TIME"]
 
 NO_TIME = -1  # no event time seen yet
-_EVENT_TIME = itemgetter(2)  # of a tick row (symbol, price, ts_ms)
+_EVENT_TIME = itemgetter(2)  # of a tick row (symbol, price, ts_ms); admitted: + (record, arrived)
+_ARRIVED = 4
 
 
 class _Source:
@@ -94,9 +99,10 @@ class EventTimeGate:
         exactly ``allowed_lateness`` behind the frontier is still applied)."""
         return self.frontier != NO_TIME and ts_ms < self.frontier - self.lateness_ms
 
-    def admit(self, ticks: Iterable[list[Any]], record: int) -> list[list[Any]]:
+    def admit(self, ticks: Iterable[list[Any]], record: int, now: float) -> list[list[Any]]:
         """Queue the ticks that are not late, each marked with ``record`` (the offset of the shard
-        record they came in: ``tick[3]``); returns the late ones (to dead-letter)."""
+        record they came in: ``tick[3]``) and ``now`` (their arrival: ``tick[4]``); returns the
+        late ones (to dead-letter)."""
         late: list[list[Any]] = []
         floor = self.frontier - self.lateness_ms if self.frontier != NO_TIME else None
         pending = self.pending
@@ -107,16 +113,17 @@ class EventTimeGate:
             if self._sorted and pending and t[2] < pending[-1][2]:
                 self._sorted = False
             t.append(record)
+            t.append(now)
             pending.append(t)
         return late
 
-    def readmit(self, ticks: Iterable[list[Any]], record: int) -> int:
+    def readmit(self, ticks: Iterable[list[Any]], record: int, now: float) -> int:
         """Ticks read again after a restart from a segment already admitted before it: those newer
         than the frontier were waiting then (see the module docstring) and wait again; the rest
         were applied. Returns how many wait again."""
         waiting = [t for t in ticks if t[2] > self.frontier]
         if waiting:
-            self.admit(waiting, record)
+            self.admit(waiting, record, now)
         return len(waiting)
 
     def oldest_record(self) -> int | None:
@@ -125,22 +132,22 @@ class EventTimeGate:
 
     # --- what is released -----------------------------------------------------------------------
 
-    def holds(self, src: _Source, now: float) -> bool:
-        """Whether a partition holds the watermark back: not (caught up, fresh, and idle)."""
-        return not (src.caught_up and now - src.claimed_at <= self.claim_ttl_s
-                    and now - src.quiet_since >= self.idle_s)
+    def believed(self, src: _Source, now: float) -> bool:
+        """Whether a partition's caught-up word counts: given, and fresh."""
+        return src.caught_up and now - src.claimed_at <= self.claim_ttl_s
 
     def watermark(self, now: float) -> int | None:
-        """The smallest progress over the partitions that hold it back; None: none does."""
+        """The smallest progress over the partitions that are not (believed) caught up: nothing
+        older can still come from them. None: every partition is caught up."""
         wm: int | None = None
         for src in self.sources.values():
-            if self.holds(src, now) and (wm is None or src.progress < wm):
+            if not self.believed(src, now) and (wm is None or src.progress < wm):
                 wm = src.progress
         return wm
 
     def take_ready(self, now: float) -> list[Sequence[Any]]:
-        """The waiting ticks older than the watermark (all of them when nothing holds it), in
-        event-time order (arrival order within a timestamp); the frontier moves to the newest."""
+        """The waiting ticks no partition holds back, in event-time order (arrival order within a
+        timestamp); the frontier moves to the newest."""
         if not self.pending:
             return []
         if not self._sorted:
@@ -149,6 +156,8 @@ class EventTimeGate:
         wm = self.watermark(now)
         pending = self.pending
         cut = len(pending) if wm is None else bisect_left(pending, wm, key=_EVENT_TIME)
+        if cut:
+            cut = self._idle_cut(cut, now)
         if not cut:
             return []
         ready, self.pending = pending[:cut], pending[cut:]
@@ -156,6 +165,28 @@ class EventTimeGate:
         if ready[-1][2] > self.frontier:
             self.frontier = ready[-1][2]
         return ready
+
+    def _idle_cut(self, cut: int, now: float) -> int:
+        """Where, below ``cut``, the caught-up partitions start holding: at the first waiting tick
+        at or past one's progress that has not waited ``idle_s`` since the later of its arrival and
+        that partition's last new tick (the module docstring)."""
+        pending, recent = self.pending, now - self.idle_s
+        quiet_floor: int | None = None  # the lowest progress of the caught-up partitions quiet for idle_s
+        for src in self.sources.values():
+            if not self.believed(src, now):
+                continue
+            if src.quiet_since > recent:  # it spoke within idle_s: it holds all at or past its progress
+                cut = bisect_left(pending, src.progress, 0, cut, key=_EVENT_TIME)
+            elif quiet_floor is None or src.progress < quiet_floor:
+                quiet_floor = src.progress
+        if quiet_floor is not None:
+            # Ticks at or past quiet_floor are held by that partition while they are recent. In
+            # event-time order, the first recent one ends what is released (the ones before it
+            # have waited out the grace: this scan is paid once per released tick).
+            for j in range(bisect_left(pending, quiet_floor, 0, cut, key=_EVENT_TIME), cut):
+                if pending[j][_ARRIVED] > recent:  # held with the rest of its timestamp group
+                    return bisect_left(pending, pending[j][2], 0, j, key=_EVENT_TIME)
+        return cut
 
     # --- durable form -----------------------------------------------------------------------------
 

@@ -138,6 +138,11 @@ def test_json_has_every_figure_the_report_promises(result):
     # each part is a cut of the whole: none exceeds it (same clock, same event)
     assert max(b[p]["max"] for p in ("ticks_hop", "shard_hop", "watermark_wait", "evaluation")) \
         <= b["produce_to_send"]["max"]
+    # the latency phase again with grace_ms 0: the same stream, every event read back and timed
+    g = eng["latency_grace_0"]
+    assert set(g["latency_ms"]) == {"p50", "p99", "max"} and g["latency_samples"] > 0
+    assert 0 < g["latency_ms"]["p50"] <= g["latency_ms"]["p99"] <= g["latency_ms"]["max"]
+    assert g["corrections"] >= 0 and g["latency_breakdown_ms"]["events_traced"] > 0
     K = eng["keyed"]
     for keying in ("by_source", "by_symbol"):
         for shape in ("batches", "single"):
@@ -161,7 +166,8 @@ def test_json_has_every_figure_the_report_promises(result):
     table = format_table(result)
     for line in ("limit     aiokafka    batches ", "baseline  faust       single ", "engine    ratiowatch  batches ",
                  "latency", "peak RSS", "event time, what the watermark costs", "source    batches ",
-                 "symbol    single ", "keyed by symbol / by source, batches: ticks/s", "where it goes, ms p50 / p99"):
+                 "symbol    single ", "keyed by symbol / by source, batches: ticks/s", "where it goes, ms p50 / p99",
+                 "with grace_ms 0 "):
         assert line in table
     assert "peers" not in result and "Bytewax" not in table  # only with --peers
     assert f"{TICKS:,}" in table

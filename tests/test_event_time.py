@@ -192,20 +192,64 @@ def test_a_partition_with_a_backlog_holds_the_watermark_however_long_it_is_silen
     gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000)
     gate.observe(0, 5 * DAY, caught_up=True, now=0.0)
     gate.observe(1, 1 * DAY, caught_up=False, now=0.0)
-    gate.admit([["A", 1.0, d * DAY] for d in range(6)], 0)
+    gate.admit([["A", 1.0, d * DAY] for d in range(6)], 0, now=0.0)
     assert [t[2] for t in gate.take_ready(now=1e6)] == [0]  # only what is older than partition 1
     gate.observe(1, 3 * DAY, caught_up=False, now=1e6)
     assert [t[2] for t in gate.take_ready(now=1e6)] == [DAY, 2 * DAY]
 
 
+def caught_up_gate(progress_0: int, progress_1: int, idle_ms: float = 50) -> EventTimeGate:
+    """A gate over two partitions whose routers said at time 0 they were caught up at these event times."""
+    gate = EventTimeGate(2, idle_ms=idle_ms, lateness_ms=300_000)
+    gate.observe(0, progress_0, caught_up=True, now=0.0)
+    gate.observe(1, progress_1, caught_up=True, now=0.0)
+    return gate
+
+
 def test_a_caught_up_partition_stops_holding_once_idle_but_not_before():
-    gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000)
-    gate.observe(0, 10, caught_up=True, now=0.0)
-    gate.observe(1, 20, caught_up=True, now=0.0)
-    gate.admit([["A", 1.0, 10], ["B", 1.0, 20]], 0)
+    gate = caught_up_gate(10, 20)
+    gate.admit([["A", 1.0, 10], ["B", 1.0, 20]], 0, now=0.0)
     assert gate.take_ready(now=0.049) == []           # both still within the idle time
     assert [t[2] for t in gate.take_ready(now=0.050)] == [10, 20]  # both idle: all released
     assert gate.frontier == 20
+
+
+def test_after_a_pause_the_first_record_waits_the_grace_from_its_arrival_for_the_quiet_partitions():
+    # Both partitions caught up and quiet for 10 s (a feed that paused, the market's open). The
+    # record of partition 1 produced with partition 0's arrives 30 ms after it: counting the
+    # grace from partition 1's last tick, 10 s ago, would have applied 95 at once and 90 behind it.
+    gate = caught_up_gate(10, 10)
+    gate.admit([["A", 1.0, 95], ["A", 1.1, 100]], 0, now=10.0)
+    gate.observe(0, 100, caught_up=True, now=10.0)
+    assert gate.take_ready(now=10.0) == []
+    assert gate.take_ready(now=10.049) == []  # 95 is younger than the grace: partition 1 holds it
+    gate.admit([["B", 2.0, 90]], 0, now=10.03)
+    gate.observe(1, 90, caught_up=True, now=10.03)
+    assert gate.take_ready(now=10.079) == []  # partition 1 spoke at 10.03: it holds from 90 for 50 ms
+    assert [t[2] for t in gate.take_ready(now=10.08)] == [90, 95, 100]
+    assert gate.corrections == 0
+
+
+def test_a_caught_up_partition_holds_only_the_ticks_younger_than_the_grace():
+    gate = caught_up_gate(10, 50)
+    gate.admit([["A", 1.0, 20], ["A", 1.0, 30]], 0, now=1.0)
+    gate.admit([["A", 1.0, 40]], 1, now=1.03)
+    assert [t[2] for t in gate.take_ready(now=1.05)] == [20, 30]  # 40 arrived 20 ms ago: it waits
+    assert [t[2] for t in gate.take_ready(now=1.08)] == [40]
+
+
+def test_a_timestamp_group_is_held_whole_when_part_of_it_is_younger_than_the_grace():
+    gate = caught_up_gate(10, 10)
+    gate.admit([["A", 1.0, 20], ["A", 1.0, 30]], 0, now=1.0)
+    gate.admit([["B", 1.0, 30]], 1, now=1.03)
+    assert [t[2] for t in gate.take_ready(now=1.06)] == [20]  # B at 30 is recent: A at 30 waits with it
+    assert [t[:3] for t in gate.take_ready(now=1.08)] == [["A", 1.0, 30], ["B", 1.0, 30]]
+
+
+def test_with_no_grace_a_caught_up_partition_holds_nothing_back():
+    gate = caught_up_gate(10, 20, idle_ms=0)
+    gate.admit([["A", 1.0, 10], ["B", 1.0, 20]], 0, now=0.0)
+    assert [t[2] for t in gate.take_ready(now=0.0)] == [10, 20]
 
 
 def test_a_stale_caught_up_claim_holds_the_watermark():
@@ -213,7 +257,7 @@ def test_a_stale_caught_up_claim_holds_the_watermark():
     gate = EventTimeGate(2, idle_ms=50, lateness_ms=300_000, claim_ttl_s=5.0)
     gate.observe(0, 10, caught_up=True, now=0.0)
     gate.observe(1, 30, caught_up=False, now=0.0)
-    gate.admit([["B", 1.0, 20]], 0)
+    gate.admit([["B", 1.0, 20]], 0, now=0.0)
     gate.observe(1, 30, caught_up=True, now=0.0)
     assert gate.take_ready(now=6.0) == []  # partition 0's claim is older than its ttl
     gate.observe(0, 10, caught_up=True, now=6.0)
@@ -224,18 +268,18 @@ def test_a_stale_caught_up_claim_holds_the_watermark():
 def test_lateness_is_judged_against_the_applied_frontier_with_its_boundary_kept(behind_ms, late):
     gate = EventTimeGate(1, idle_ms=0, lateness_ms=300_000)
     gate.observe(0, 1_000_000, caught_up=True, now=0.0)
-    gate.admit([["A", 1.0, 1_000_000]], 0)
+    gate.admit([["A", 1.0, 1_000_000]], 0, now=0.0)
     assert gate.take_ready(now=0.0)
     tick = ["A", 2.0, 1_000_000 - behind_ms]
-    assert gate.admit([tick], 1) == ([tick] if late else [])
+    assert gate.admit([tick], 1, now=0.0) == ([tick] if late else [])
 
 
 def test_the_durable_form_keeps_progress_and_frontier_and_the_waiting_ticks_come_back_by_re_reading():
     gate = EventTimeGate(2, idle_ms=50, lateness_ms=1000)
     gate.observe(0, 50, caught_up=True, now=0.0)
     gate.observe(1, 40, caught_up=False, now=0.0)
-    gate.admit([["A", 1.0, 30]], 7)
-    gate.admit([["B", 2.0, 45], ["A", 3.0, 48]], 8)
+    gate.admit([["A", 1.0, 30]], 7, now=0.0)
+    gate.admit([["B", 2.0, 45], ["A", 3.0, 48]], 8, now=0.0)
     assert [t[2] for t in gate.take_ready(now=0.0)] == [30]
     assert gate.oldest_record() == 8  # the commit is held back to here
     back = EventTimeGate(2, idle_ms=50, lateness_ms=1000)
@@ -244,7 +288,7 @@ def test_the_durable_form_keeps_progress_and_frontier_and_the_waiting_ticks_come
     assert {p: s.progress for p, s in back.sources.items()} == {0: 50, 1: 40}
     assert all(not s.caught_up for s in back.sources.values())
     # Read again from record 7 on: what was applied (<= the frontier) is skipped, what waited waits.
-    assert back.readmit([["A", 1.0, 30]], 7) == 0
-    assert back.readmit([["B", 2.0, 45], ["A", 3.0, 48]], 8) == 2
+    assert back.readmit([["A", 1.0, 30]], 7, now=0.0) == 0
+    assert back.readmit([["B", 2.0, 45], ["A", 3.0, 48]], 8, now=0.0) == 2
     assert [t[:3] for t in back.pending] == [["B", 2.0, 45], ["A", 3.0, 48]]
     assert back.take_ready(now=100.0) == []  # nothing released on the strength of an old word

@@ -133,6 +133,8 @@ class EventTimer:
         self.events = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._expected: int | None = None       # stop() waits for this many events
+        self._all_read = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(bootstrap, topic, partitions),
                                         name="bench-event-timer", daemon=True)
@@ -180,6 +182,8 @@ class EventTimer:
 
     def _time(self, value: bytes, created_ms: int, now: float) -> None:
         self.events += 1
+        if self._expected is not None and self.events >= self._expected:
+            self._all_read.set()
         ts = orjson.loads(value)["ts_ms"]
         sent = self.sent_at.get(ts)
         if sent is None:
@@ -190,8 +194,14 @@ class EventTimer:
             self.latencies_ms.append((now - sent) * 1000.0)
             self.worker_ms.append(created_ms - sent * 1000.0)
 
-    def stop(self, linger_s: float = 0.5) -> None:
-        time.sleep(linger_s)  # the last events are still on their way
+    def stop(self, expected: int | None = None, timeout_s: float = 10.0) -> None:
+        """Stops reading; with ``expected``, once that many events have been read (at most
+        ``timeout_s``: the caller compares :attr:`events` with what the worker sent)."""
+        if expected is not None:
+            self._expected = expected
+            if self.events >= expected:  # read before ``_expected`` was set (the GIL orders the two)
+                self._all_read.set()
+            self._all_read.wait(timeout_s)
         self._stop.set()
         self._thread.join(30)
         if self._error is not None:

@@ -69,11 +69,13 @@ class BenchMarket:
     over a universe of ``symbols`` generated names."""
 
     def __init__(self, scenarios: int | None, symbols: int, *, seed: int = 7, ticks_per_session: int = 500_000,
-                 ticks_per_ms: int = 25, windows: tuple[int, ...] = (5, 21)) -> None:
+                 ticks_per_ms: int = 25, windows: tuple[int, ...] = (5, 21), grace_ms: float | None = None) -> None:
         """``windows``: the generated scenarios' windows; with a window past 21 sessions every
-        symbol gets the shipped symbols' year of history, so those windows start full."""
+        symbol gets the shipped symbols' year of history, so those windows start full.
+        ``grace_ms``: the engine's ``settings.grace_ms`` (None: the shipped file's)."""
         self.seed = seed
         self.windows = tuple(windows)
+        self.grace_ms = grace_ms
         self.n_scenarios, self.n_symbols = scenarios, symbols
         self.ticks_per_session = ticks_per_session
         self.ticks_per_ms = ticks_per_ms
@@ -136,13 +138,15 @@ class BenchMarket:
             if rng.random() < 0.25:
                 sc["confirmations"] = [{"label": f"{b} firm", "series": b, "lookback": 5, "above": 0.0}]
             raw["scenarios"].append(sc)
+        if self.grace_ms is not None:
+            raw.setdefault("settings", {})["grace_ms"] = self.grace_ms
         return parse_config(raw, f"<bench: {len(raw['scenarios'])} scenarios>")
 
     def spec(self) -> dict[str, Any]:
         """The arguments that rebuild this market in another process."""
         return {"scenarios": self.n_scenarios, "symbols": self.n_symbols, "seed": self.seed,
                 "ticks_per_session": self.ticks_per_session, "ticks_per_ms": self.ticks_per_ms,
-                "windows": list(self.windows)}
+                "windows": list(self.windows), "grace_ms": self.grace_ms}
 
     def partners(self) -> dict[str, str]:
         """For the baseline's ratio per tick: each symbol's other leg in the first ratio using it."""

@@ -115,9 +115,12 @@ def engine_phase(what: str, market: BenchMarket, stream: list[Any], records: lis
         try:
             r = run_phase("engine", what, spec, broker.bootstrap, topics.TICKS, records, partitions, rate, timer,
                           burst)
-        finally:
+        except BaseException:
             if timer is not None:
                 timer.stop()
+            raise
+        if timer is not None:  # once it has read every event the worker sent (compared below)
+            timer.stop(expected=r["counters"].get("events", 0))
     c = r["counters"]
     if c.get("dead_lettered", 0):
         reasons = {k[4:]: v for k, v in c.items() if k.startswith("dlq.")}
@@ -129,6 +132,7 @@ def engine_phase(what: str, market: BenchMarket, stream: list[Any], records: lis
     if c.get("ticks_routed", 0) != r["ticks"]:
         raise BenchError(f"{what}: {r['ticks']} ticks in, {c.get('ticks_routed', 0)} routed")
     r["events"] = c.get("events", 0)
+    r["corrections"] = c.get("corrections", 0)  # ticks applied behind their shard's frontier (event time)
     r["scenario_uses_per_tick"] = market.uses_per_tick(stream)
     if timer is not None:
         if timer.events != r["events"]:
