@@ -35,7 +35,7 @@ class ShardState:
     """In-memory state of one shard this worker owns; the table holds its durable copy."""
 
     __slots__ = ("n", "engine", "states", "applied", "gate", "lock", "emitted", "dirty", "deleted", "meta_dirty",
-                 "written", "last_written", "waiting_since_ms", "handled")
+                 "written", "last_written", "waiting_since_ms", "handled", "input_behind")
 
     def __init__(self, n: int, engine: ShardEngine, gate: EventTimeGate) -> None:
         self.n = n
@@ -52,6 +52,7 @@ class ShardState:
         self.emitted: set[str] | None = None   # ids already on ``events`` that re-applied ticks may repeat
         self.waiting_since_ms = 0              # when the oldest record with waiting ticks was produced
         self.handled = -1                      # the newest shard-topic offset this copy has handled
+        self.input_behind = False              # records wait on the shard topic past the last fetch's
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": SHARD_STATE_VERSION, "applied": self.applied, **self.gate.to_dict()}
@@ -93,9 +94,12 @@ class Evaluator:
         engine.set_track_records(self.track_records)
         return ShardState(n, engine, EventTimeGate(self.sources, idle_ms=self.idle_ms, lateness_ms=self.lateness_ms))
 
-    async def handle(self, sh: ShardState, records: list[Any]) -> None:
-        """Steps 1-4 for the records one fetch brought to shard ``sh`` (its lock held)."""
+    async def handle(self, sh: ShardState, records: list[Any], behind: bool = False) -> None:
+        """Steps 1-4 for the records one fetch brought to shard ``sh`` (its lock held); ``behind``:
+        more records of the shard's partition wait on the topic. Until they are read, the routers'
+        caught-up words read so far are older than them (agents/watermark.py)."""
         now = self.now()
+        sh.input_behind = behind
         gate, applied = sh.gate, sh.applied
         copies = skipped = 0
         changed = False  # anything the durable form keeps (heartbeats alone change nothing there)
@@ -140,7 +144,7 @@ class Evaluator:
 
     async def release(self, sh: ShardState, now: float) -> None:
         """Steps 3-4: apply what the gate releases and send the events."""
-        ready = sh.gate.take_ready(now)
+        ready = sh.gate.take_ready(now, idle=not sh.input_behind)
         if not ready:
             return
         sh.meta_dirty = True

@@ -33,6 +33,7 @@ from typing import Any, Callable
 import faust
 import orjson
 from faust.sensors import Sensor
+from faust.types import TP
 
 from ratiowatch.model import Config, Scenario
 from ratiowatch.model.changes import ScenarioChanges, diff
@@ -193,6 +194,12 @@ class Pipeline:
     async def _flush(self) -> None:
         await self.app.producer.flush()
 
+    def _shard_input_behind(self, n: int) -> bool:
+        """Whether records of shard ``n``'s partition wait on the topic past what the consumer has
+        handed out (as its last fetch knew the end)."""
+        position, end = fetch_position(self.app.consumer, TP(SHARD_TICKS, n))
+        return position is not None and end is not None and position < end
+
     def _ticks_positions(self) -> dict[int, tuple[int | None, int | None]]:
         consumer = self.app.consumer
         return {tp.partition: fetch_position(consumer, tp) for tp in consumer.assignment() if tp.topic == TICKS}
@@ -275,7 +282,7 @@ class Pipeline:
             async with sh.lock:
                 if sh.emitted is None:
                     await self._load_emitted(sh)
-                await self.evaluator.handle(sh, records)
+                await self.evaluator.handle(sh, records, behind=self._shard_input_behind(n))
 
     async def _load_emitted(self, sh: ShardState) -> None:
         """The events of the shard's scenarios that are on the topic and that ticks re-applied

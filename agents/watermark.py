@@ -23,7 +23,10 @@ as Flink does with per-partition watermarks and Kafka Streams with its stream ti
   partition with a backlog is never caught up, so it holds the watermark however long it takes
   to arrive. A caught-up claim is only believed while it is fresh (``claim_ttl_s``): a router
   that died stops renewing it, and its partitions hold the watermark until another router takes
-  them over. When no partition holds a tick, it is applied.
+  them over. Nor is it believed while the shard has not read its own input to the end (``idle``
+  False: a shard catching up on the shard topic after a restart, or slower than its routers):
+  the claims it has read are older than the records still waiting there, so every partition
+  holds the watermark at its progress. When no partition holds a tick, it is applied.
 - **Late ticks.** The *frontier* is the newest event time the shard has applied. A tick older than
   ``frontier - allowed_lateness`` is late (dead-lettered by the caller); one within it is applied
   as a correction (see agents/engine.py: it re-evaluates at the scenario's last evaluation time).
@@ -136,27 +139,29 @@ class EventTimeGate:
         """Whether a partition's caught-up word counts: given, and fresh."""
         return src.caught_up and now - src.claimed_at <= self.claim_ttl_s
 
-    def watermark(self, now: float) -> int | None:
+    def watermark(self, now: float, idle: bool = True) -> int | None:
         """The smallest progress over the partitions that are not (believed) caught up: nothing
-        older can still come from them. None: every partition is caught up."""
+        older can still come from them. None: every partition is caught up. Without ``idle``, over
+        every partition."""
         wm: int | None = None
         for src in self.sources.values():
-            if not self.believed(src, now) and (wm is None or src.progress < wm):
+            if (not idle or not self.believed(src, now)) and (wm is None or src.progress < wm):
                 wm = src.progress
         return wm
 
-    def take_ready(self, now: float) -> list[Sequence[Any]]:
+    def take_ready(self, now: float, idle: bool = True) -> list[Sequence[Any]]:
         """The waiting ticks no partition holds back, in event-time order (arrival order within a
-        timestamp); the frontier moves to the newest."""
+        timestamp); the frontier moves to the newest. ``idle``: whether caught-up claims count
+        (False while the shard's own input has records it has not read: the module docstring)."""
         if not self.pending:
             return []
         if not self._sorted:
             self.pending.sort(key=_EVENT_TIME)  # stable: arrival order kept within a timestamp
             self._sorted = True
-        wm = self.watermark(now)
+        wm = self.watermark(now, idle)
         pending = self.pending
         cut = len(pending) if wm is None else bisect_left(pending, wm, key=_EVENT_TIME)
-        if cut:
+        if cut and idle:
             cut = self._idle_cut(cut, now)
         if not cut:
             return []

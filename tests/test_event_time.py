@@ -246,6 +246,17 @@ def test_a_timestamp_group_is_held_whole_when_part_of_it_is_younger_than_the_gra
     assert [t[:3] for t in gate.take_ready(now=1.08)] == [["A", 1.0, 30], ["B", 1.0, 30]]
 
 
+def test_caught_up_words_do_not_count_while_the_shard_has_not_read_its_own_input():
+    # Records wait on the shard topic (a shard catching up after a restart, or slower than its
+    # routers): partition 1's word "caught up at 10" is older than them, so it holds at 10.
+    gate = caught_up_gate(40, 10, idle_ms=0)
+    gate.admit([["A", 1.0, 20], ["A", 1.0, 40]], 0, now=0.0)
+    assert gate.take_ready(now=1.0, idle=False) == []
+    gate.observe(1, 30, caught_up=True, now=1.0)
+    assert [t[2] for t in gate.take_ready(now=1.0, idle=False)] == [20]  # older than both: applied
+    assert [t[2] for t in gate.take_ready(now=1.0)] == [40]  # read to the end: the words count again
+
+
 def test_with_no_grace_a_caught_up_partition_holds_nothing_back():
     gate = caught_up_gate(10, 20, idle_ms=0)
     gate.admit([["A", 1.0, 10], ["B", 1.0, 20]], 0, now=0.0)
