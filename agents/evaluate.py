@@ -52,7 +52,7 @@ class ShardState:
         self.emitted: set[str] | None = None   # ids already on ``events`` that re-applied ticks may repeat
         self.waiting_since_ms = 0              # when the oldest record with waiting ticks was produced
         self.handled = -1                      # the newest shard-topic offset this copy has handled
-        self.input_behind = False              # records wait on the shard topic past the last fetch's
+        self.input_behind = False              # records wait on the shard topic past those handed out
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": SHARD_STATE_VERSION, "applied": self.applied, **self.gate.to_dict()}

@@ -31,10 +31,11 @@ as Flink does with per-partition watermarks and Kafka Streams with its stream ti
   ``frontier - allowed_lateness`` is late (dead-lettered by the caller); one within it is applied
   as a correction (see agents/engine.py: it re-evaluates at the scenario's last evaluation time).
 - **What is kept.** The waiting ticks are not stored (a backlog's can run to many megabytes):
-  each carries the offset of the shard record it came in (and the time it arrived), the caller holds that topic's commit
-  back to the oldest of them (:meth:`EventTimeGate.oldest_record`), and after a restart the
-  re-read ticks newer than the stored frontier are exactly the ones that were waiting (a tick is
-  only applied once the watermark has passed it, and the frontier is the newest applied).
+  each carries the offset of the shard record it came in (and the time it arrived), the caller
+  holds that topic's commit back to the oldest of them (:meth:`EventTimeGate.oldest_record`),
+  and after a restart the re-read ticks newer than the stored frontier are exactly the ones that
+  were waiting (a tick is only applied once the watermark has passed it, and the frontier is the
+  newest applied).
 
 Time ``now`` is a monotonic clock in seconds, passed in.
 """

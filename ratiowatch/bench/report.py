@@ -33,7 +33,7 @@ def _grace_0(g: dict[str, Any] | None) -> list[str]:
     if not g or not g.get("latency_ms") or g["latency_ms"].get("p50") is None:
         return []
     q = g["latency_ms"]
-    return [f"with grace_ms 0 (a caught-up partition holds the watermark no longer than its router's next word): "
+    return [f"with grace_ms 0 (a caught-up partition holds no tick back): "
             f"p50 {q['p50']} ms, p99 {q['p99']} ms, max {q['max']} ms; "
             f"{g.get('corrections') or 0:,} ticks applied as corrections",
             *("  " + line for line in _breakdown(g))]
