@@ -52,7 +52,7 @@ from ratiowatch.streams.topics import CONTROL_DLQ, DELIVERIES, EVENTS, SCENARIOS
 from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.history import load_history
 from ratiowatch.streams.origin import REPLAY
-from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from test_status_page_browser import chromium_page
 
 pytestmark = [pytest.mark.broker]
 
@@ -302,30 +302,18 @@ async def test_scenarios_added_changed_silenced_and_removed_on_a_running_cluster
 
 
 async def _page_shows_mute(port: int, scenario: str, silence_id: str) -> None:
-    async_playwright = require_browser()
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(f"http://127.0.0.1:{port}/")
-            mute = page.locator(f'.card[data-scenario="{scenario}"] .mute')
-            await mute.filter(has_text="Muted until").wait_for(timeout=20000)
-            assert "known rally (ana)" in await mute.text_content()
-        finally:
-            await browser.close()
+    async with chromium_page() as page:
+        await page.goto(f"http://127.0.0.1:{port}/")
+        mute = page.locator(f'.card[data-scenario="{scenario}"] .mute')
+        await mute.filter(has_text="Muted until").wait_for(timeout=20000)
+        assert "known rally (ana)" in await mute.text_content()
 
 
 async def _page_lacks(port: int, gone: str, ids: set[str]) -> None:
-    async_playwright = require_browser()
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(f"http://127.0.0.1:{port}/")
-            # Locators only: the page's CSP (script-src 'self') refuses the eval behind a string predicate.
-            await page.locator(".card").nth(len(ids) - 1).wait_for(timeout=20000)
-            await page.locator(f'.card[data-scenario="{gone}"]').wait_for(state="detached", timeout=20000)
-            shown = {await c.get_attribute("data-scenario") for c in await page.locator(".card").all()}
-            assert shown == ids and gone not in shown
-        finally:
-            await browser.close()
+    async with chromium_page() as page:
+        await page.goto(f"http://127.0.0.1:{port}/")
+        # Locators only: the page's CSP (script-src 'self') refuses the eval behind a string predicate.
+        await page.locator(".card").nth(len(ids) - 1).wait_for(timeout=20000)
+        await page.locator(f'.card[data-scenario="{gone}"]').wait_for(state="detached", timeout=20000)
+        shown = {await c.get_attribute("data-scenario") for c in await page.locator(".card").all()}
+        assert shown == ids and gone not in shown

@@ -32,7 +32,7 @@ import live_cluster  # tests/ is on sys.path
 from live_cluster import until
 from prometheus_peer import PrometheusPeer
 from ratiowatch.config import default_config_path, load_config
-from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from test_status_page_browser import chromium_page
 
 pytestmark = [pytest.mark.broker, pytest.mark.both_brokers]
 RW = [str(Path(sys.executable).with_name("ratiowatch"))]
@@ -134,20 +134,14 @@ async def test_four_roles_as_processes_show_every_scenario_and_count_every_tick(
 
 
 async def _screenshot(port: int, ids: set[str]) -> None:
-    async_playwright = require_browser()
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 900})
-            await page.goto(f"http://127.0.0.1:{port}/")
-            # A locator, not wait_for_function: the page's CSP (script-src 'self') refuses the eval
-            # behind a string predicate, which only shows when the cards are not there at once.
-            await page.locator(".card").nth(len(ids) - 1).wait_for(timeout=20000)
-            shown = set(await page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.scenario)"))
-            assert shown == ids
-            shot = REPO / "tests" / "artifacts" / "roles_cluster.png"
-            shot.parent.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(shot), full_page=True, animations="disabled")
-            shutil.copyfile(shot, REPO / "docs" / "roles_cluster.png")
-        finally:
-            await browser.close()
+    async with chromium_page(viewport={"width": 1400, "height": 900}) as page:
+        await page.goto(f"http://127.0.0.1:{port}/")
+        # A locator, not wait_for_function: the page's CSP (script-src 'self') refuses the eval
+        # behind a string predicate, which only shows when the cards are not there at once.
+        await page.locator(".card").nth(len(ids) - 1).wait_for(timeout=20000)
+        shown = set(await page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.scenario)"))
+        assert shown == ids
+        shot = REPO / "tests" / "artifacts" / "roles_cluster.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(shot), full_page=True, animations="disabled")
+        shutil.copyfile(shot, REPO / "docs" / "roles_cluster.png")

@@ -28,7 +28,7 @@ from ratiowatch.streams.broker import EmbeddedBroker
 from ratiowatch.streams.clients import kafka_python_kwargs_for
 from ratiowatch.streams.live import LiveHub
 from ratiowatch.streams.readback import read_topic
-from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+from test_status_page_browser import chromium_page, require_browser
 
 pytestmark = pytest.mark.broker
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -55,7 +55,7 @@ async def _until(cond, what: str, timeout: float = 30.0):
 
 
 async def test_silence_api_status_and_page():
-    async_playwright = require_browser()
+    require_browser()  # before anything starts: a missing browser fails at once
     cfg = load_config(FIXTURES / "levels.yaml")
     with EmbeddedBroker() as broker:
         ensure_topics(broker, cfg.settings.partitions)
@@ -126,21 +126,16 @@ async def test_silence_api_status_and_page():
                 code, doc = await call("GET", f"{base}/api/scenarios")
                 assert doc["scenarios"][0]["muted"]["silence"] == sid and doc["scenarios"][1]["muted"] is None
 
-                async with async_playwright() as p:
-                    browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                    try:
-                        page = await browser.new_page()
-                        await page.goto(f"{base}/?token={TOKEN}")
-                        mute = page.locator('.card[data-scenario="spy-level"] .mute')
-                        shown = until.replace("T", " ")[:16]
-                        await mute.filter(has_text=f"Muted until {shown}").wait_for(timeout=15000)
-                        assert "known rally (ana)" in await mute.text_content()
+                async with chromium_page() as page:
+                    await page.goto(f"{base}/?token={TOKEN}")
+                    mute = page.locator('.card[data-scenario="spy-level"] .mute')
+                    shown = until.replace("T", " ")[:16]
+                    await mute.filter(has_text=f"Muted until {shown}").wait_for(timeout=15000)
+                    assert "known rally (ana)" in await mute.text_content()
 
-                        code, doc = await call("DELETE", f"{base}/api/silences/{sid}")
-                        assert code == 200 and doc["silence"]["state"] == "expired"
-                        await mute.wait_for(state="hidden", timeout=15000)  # pushed over the websocket
-                    finally:
-                        await browser.close()
+                    code, doc = await call("DELETE", f"{base}/api/silences/{sid}")
+                    assert code == 200 and doc["silence"]["state"] == "expired"
+                    await mute.wait_for(state="hidden", timeout=15000)  # pushed over the websocket
                 assert (await status_of("spy-level"))["muted"] is None
                 code, doc = await call("DELETE", f"{base}/api/silences/{sid}")
                 assert code == 409 and "already expired" in doc["error"]

@@ -14,7 +14,7 @@ from ratiowatch.config import load_config
 from ratiowatch.streams.history import daily_ticks, load_history
 from ratiowatch.streams.live import LiveHub
 
-from test_status_page_browser import CHROMIUM, CHROMIUM_ARGS, HISTORY, REPO, TOKEN, require_browser
+from test_status_page_browser import HISTORY, REPO, TOKEN, chromium_page, require_browser
 
 SCN = "small-caps-outperform"
 
@@ -39,7 +39,7 @@ def _states_and_events(cfg):
 
 
 async def test_the_page_says_what_the_data_is_and_how_old():
-    async_playwright = require_browser()
+    require_browser()  # before anything starts: a missing browser fails at once
     cfg = load_config()
     eng, states, events, trigger = _states_and_events(cfg)
     ids = [s.id for s in cfg.scenarios]
@@ -60,42 +60,37 @@ async def test_the_page_says_what_the_data_is_and_how_old():
     port = server.sockets[0].getsockname()[1]
     errors = []
     try:
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
-                banner = page.locator("#origin-banner")
-                await banner.filter(has_text="SIMULATED MARKET").wait_for(timeout=15000)
-                # Every configured scenario has a card; the one with no status says it waits.
-                await page.locator(".card").nth(len(ids) - 1).wait_for(timeout=15000)
-                assert await page.locator(".card").count() == len(ids)
-                waiting = page.locator(f'.card[data-scenario="{ids[-1]}"]')
-                assert "Waiting for the engine" in await waiting.locator(".reading").text_content()
-                card = page.locator(f'.card[data-scenario="{SCN}"]')
-                assert await card.locator(".origin").text_content() == "simulated"
-                # "Last crossing" is the trigger's, though a confirmation moved after it.
-                last = await card.locator(".last").text_content()
-                assert f"Trigger {trigger['kind']}" in last and trigger["at"][:10] in last, last
-                # The latest crossings are there on open, from the events topic.
-                await page.locator("#events li.event").first.wait_for(timeout=15000)
-                assert await page.locator("#events li.event").count() == 12
-                assert "[simulated]" in await page.locator("#events li.event").first.text_content()
-                # Times in the session zone.
-                asof = await card.locator(".asof").text_content()
-                assert asof.endswith((" EST", " EDT")), asof
-                # The quiet card says how old its data is, and the badge is not "live".
-                stale = page.locator(f'.card[data-scenario="{quiet}"] .asof')
-                await stale.filter(has_text="no update for 10 min").wait_for(timeout=15000)
-                conn = await page.text_content("#conn")
-                assert conn.startswith("connected") and "10 min old" in conn, conn
-                shot = REPO / "tests" / "artifacts" / "status_page_simulated.png"
-                shot.parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(shot), full_page=True, animations="disabled")
-                shutil.copyfile(shot, REPO / "docs" / "status_page_simulated.png")
-            finally:
-                await browser.close()
+        async with chromium_page(viewport={"width": 1400, "height": 1000}) as page:
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+            banner = page.locator("#origin-banner")
+            await banner.filter(has_text="SIMULATED MARKET").wait_for(timeout=15000)
+            # Every configured scenario has a card; the one with no status says it waits.
+            await page.locator(".card").nth(len(ids) - 1).wait_for(timeout=15000)
+            assert await page.locator(".card").count() == len(ids)
+            waiting = page.locator(f'.card[data-scenario="{ids[-1]}"]')
+            assert "Waiting for the engine" in await waiting.locator(".reading").text_content()
+            card = page.locator(f'.card[data-scenario="{SCN}"]')
+            assert await card.locator(".origin").text_content() == "simulated"
+            # "Last crossing" is the trigger's, though a confirmation moved after it.
+            last = await card.locator(".last").text_content()
+            assert f"Trigger {trigger['kind']}" in last and trigger["at"][:10] in last, last
+            # The latest crossings are there on open, from the events topic.
+            await page.locator("#events li.event").first.wait_for(timeout=15000)
+            assert await page.locator("#events li.event").count() == 12
+            assert "[simulated]" in await page.locator("#events li.event").first.text_content()
+            # Times in the session zone.
+            asof = await card.locator(".asof").text_content()
+            assert asof.endswith((" EST", " EDT")), asof
+            # The quiet card says how old its data is, and the badge is not "live".
+            stale = page.locator(f'.card[data-scenario="{quiet}"] .asof')
+            await stale.filter(has_text="no update for 10 min").wait_for(timeout=15000)
+            conn = await page.text_content("#conn")
+            assert conn.startswith("connected") and "10 min old" in conn, conn
+            shot = REPO / "tests" / "artifacts" / "status_page_simulated.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(shot), full_page=True, animations="disabled")
+            shutil.copyfile(shot, REPO / "docs" / "status_page_simulated.png")
     finally:
         server.close()
         await server.wait_closed()
